@@ -1,0 +1,277 @@
+"""The de-identification engine: one DICOM object in, one de-identified object out.
+
+The engine applies a :class:`~shared.deid.rules.RuleSet` to every element at every depth
+of the data set. Elements whose action is "keep" are copied as byte ranges of the input
+(runs of consecutive kept elements in one copy), so pixel data and anything untouched
+leaves exactly as it came, in the object's own transfer syntax. The file meta is written
+afresh and follows the data set (Media Storage SOP Instance UID = new SOP Instance UID).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shared.deid.context import ObjectContext, Pseudonyms
+from shared.deid.rules import Action, Addition, Kind, RuleSet, TextTreatment
+from shared.dicom import encode
+from shared.dicom.errors import Malformed
+from shared.dicom.parse import DicomObject, Element, Item, Syntax, parse
+from shared.dicom.uids import UidMapper
+
+PATIENT_ID = 0x00100020
+ISSUER_OF_PATIENT_ID = 0x00100021
+PATIENT_NAME = 0x00100010
+STUDY_DATE = 0x00080020
+ACCESSION_NUMBER = 0x00080050
+SOP_CLASS_UID = 0x00080016
+SOP_INSTANCE_UID = 0x00080018
+STUDY_INSTANCE_UID = 0x0020000D
+SERIES_INSTANCE_UID = 0x0020000E
+MODALITY = 0x00080060
+
+# Free-text and name VRs, the ones a D or C action on an enclosing sequence rewrites.
+_DUMMY_TEXT_VRS = frozenset({"PN", "ST", "LT", "UT", "UC"})
+_CLEAN_TEXT_VRS = _DUMMY_TEXT_VRS | frozenset({"LO", "SH"})
+DUMMY_TEXT = "ANONYMIZED"
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectIdentity:
+    """The original identifiers that select an object's pseudonyms in the PHI index."""
+
+    patient_id: str
+    issuer_of_patient_id: str
+    patient_name: str
+    study_instance_uid: str
+    study_date: str
+    accession_number: str
+    sop_class_uid: str
+    sop_instance_uid: str
+    series_instance_uid: str
+    modality: str
+
+
+@dataclass(frozen=True, slots=True)
+class Deidentified:
+    """A de-identified object (PS3.10 bytes) and the identifiers it now carries."""
+
+    data: bytes
+    patient_id: str
+    study_instance_uid: str
+    series_instance_uid: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    modality: str
+
+
+def identity(obj: DicomObject) -> ObjectIdentity:
+    """Read the identifiers needed before de-identification (values are PHI: keep them
+    out of logs)."""
+    get = obj.get_text
+    return ObjectIdentity(
+        patient_id=get(PATIENT_ID) or "",
+        issuer_of_patient_id=get(ISSUER_OF_PATIENT_ID) or "",
+        patient_name=get(PATIENT_NAME) or "",
+        study_instance_uid=get(STUDY_INSTANCE_UID) or "",
+        study_date=get(STUDY_DATE) or "",
+        accession_number=get(ACCESSION_NUMBER) or "",
+        sop_class_uid=get(SOP_CLASS_UID) or "",
+        sop_instance_uid=get(SOP_INSTANCE_UID) or "",
+        series_instance_uid=get(SERIES_INSTANCE_UID) or "",
+        modality=get(MODALITY) or "",
+    )
+
+
+class Engine:
+    """Applies one rule set with one site secret; safe to reuse for many objects."""
+
+    def __init__(self, rules: RuleSet, secret: bytes) -> None:
+        self.rules = rules
+        self.uids = UidMapper(secret)
+        self._additions = sorted(rules.additions, key=lambda a: a.tag)
+
+    @staticmethod
+    def read(data: bytes) -> DicomObject:
+        """Parse and validate an object; raises :class:`RejectedObject` with the reason."""
+        return parse(data)
+
+    def deidentify(self, obj: DicomObject, pseudonyms: Pseudonyms) -> Deidentified:
+        """De-identify a parsed object with the pseudonyms of its patient and study."""
+        ctx = ObjectContext(obj, pseudonyms, self.uids)
+        out: list[bytes] = []
+        self._item(ctx, obj.dataset, obj.syntax, TextTreatment.NONE, out, top=True)
+        sop_class = obj.get_text(SOP_CLASS_UID) or ""
+        new_sop = self._new_value(ctx, SOP_INSTANCE_UID)
+        if not new_sop:
+            raise Malformed("the profile removed the SOP Instance UID")
+        data = encode.part10(sop_class, new_sop, obj.transfer_syntax_uid, b"".join(out))
+        return Deidentified(
+            data=data,
+            patient_id=self._new_value(ctx, PATIENT_ID),
+            study_instance_uid=self._new_value(ctx, STUDY_INSTANCE_UID),
+            series_instance_uid=self._new_value(ctx, SERIES_INSTANCE_UID),
+            sop_instance_uid=new_sop,
+            sop_class_uid=sop_class,
+            transfer_syntax_uid=obj.transfer_syntax_uid,
+            modality=obj.get_text(MODALITY) or "",
+        )
+
+    def _new_value(self, ctx: ObjectContext, tag: int) -> str:
+        """The value a top-level element has in the output."""
+        for addition in self.rules.additions:
+            if addition.tag == tag:
+                value = addition.value(ctx)
+                return value if isinstance(value, str) else ""
+        element = ctx.obj.dataset.elements.get(tag)
+        if element is None:
+            return ""
+        action = self.rules.action(tag, element.vr)
+        if action.kind is Kind.KEEP:
+            return ctx.text(element)
+        if action.kind is Kind.REPLACE:
+            value = action.compute(ctx, element)
+            if isinstance(value, bytes):
+                value = value.decode("latin-1")
+            return (value or "").rstrip(" \x00")
+        return ""
+
+    def _private_action(self, item: Item, tag: int, ctx: ObjectContext) -> Action:
+        rules = self.rules
+        if rules.private_by_creator is not None:
+            low = tag & 0xFFFF
+            if 0x0010 <= low <= 0x00FF:
+                creator_tag = tag
+            elif low >= 0x1000:
+                creator_tag = (tag & 0xFFFF0000) | (low >> 8)
+            else:
+                return rules.private
+            creator_element = item.elements.get(creator_tag)
+            creator = ctx.text(creator_element).strip() if creator_element else None
+            found = rules.private_by_creator(tag, creator)
+            if found is not None:
+                return found
+        return rules.private
+
+    def _item(
+        self,
+        ctx: ObjectContext,
+        item: Item,
+        syntax: Syntax,
+        treatment: TextTreatment,
+        out: list[bytes],
+        top: bool = False,
+    ) -> None:
+        buf = ctx.obj.buffer
+        rules = self.rules
+        keep, remove = Kind.KEEP, Kind.REMOVE
+        plain = treatment is TextTreatment.NONE
+        additions = self._additions if top else []
+        next_add = 0
+        run_start = run_end = -1
+        for tag, element in item.elements.items():
+            if next_add < len(additions) and additions[next_add].tag <= tag:
+                if run_start >= 0:
+                    out.append(buf[run_start:run_end])
+                    run_start = -1
+                replaced = False
+                while next_add < len(additions) and additions[next_add].tag <= tag:
+                    replaced |= additions[next_add].tag == tag
+                    self._add(ctx, additions[next_add], syntax, out)
+                    next_add += 1
+                if replaced:
+                    continue
+            if tag & 0x10000:
+                action = self._private_action(item, tag, ctx)
+            else:
+                action = rules.action(tag, element.vr)
+            kind = action.kind
+            if kind is keep and element.items is None and (
+                plain or element.vr not in _CLEAN_TEXT_VRS
+            ):
+                if run_start < 0:
+                    run_start = element.start
+                run_end = element.end
+                continue
+            if run_start >= 0:
+                out.append(buf[run_start:run_end])
+                run_start = -1
+            if kind is not remove:
+                self._apply(ctx, element, action, syntax, treatment, out)
+        if run_start >= 0:
+            out.append(buf[run_start:run_end])
+        for addition in additions[next_add:]:
+            self._add(ctx, addition, syntax, out)
+
+    def _apply(
+        self,
+        ctx: ObjectContext,
+        element: Element,
+        action: Action,
+        syntax: Syntax,
+        treatment: TextTreatment,
+        out: list[bytes],
+    ) -> None:
+        kind = action.kind
+        tag, vr = element.tag, element.vr
+        if kind is Kind.REMOVE:
+            return
+        if kind is Kind.EMPTY:
+            out.append(encode.header(tag, vr, 0, syntax))
+            return
+        if kind is Kind.REPLACE:
+            value = action.compute(ctx, element)
+            if value is None:
+                return
+            if isinstance(value, str):
+                out.append(encode.text_element(tag, vr, value, syntax))
+            else:
+                out.append(encode.element(tag, vr, value, syntax))
+            return
+        if element.items is not None:
+            inner = action.treatment if kind is Kind.SEQUENCE else treatment
+            if inner is TextTreatment.NONE:
+                inner = treatment
+            self._sequence(ctx, element, syntax, inner, out)
+            return
+        if treatment is TextTreatment.NONE and kind is Kind.SEQUENCE:
+            treatment = action.treatment
+        if treatment is TextTreatment.DUMMY and vr in _DUMMY_TEXT_VRS:
+            out.append(encode.text_element(tag, vr, DUMMY_TEXT, syntax))
+        elif treatment is TextTreatment.CLEAN and vr == "PN":
+            out.append(encode.text_element(tag, vr, DUMMY_TEXT, syntax))
+        elif treatment is TextTreatment.CLEAN and vr in _CLEAN_TEXT_VRS:
+            out.append(encode.text_element(tag, vr, ctx.clean_text(ctx.text(element)), syntax))
+        else:
+            out.append(ctx.obj.buffer[element.start : element.end])
+
+    def _sequence(
+        self,
+        ctx: ObjectContext,
+        element: Element,
+        syntax: Syntax,
+        treatment: TextTreatment,
+        out: list[bytes],
+    ) -> None:
+        item_syntax = element.item_syntax or syntax
+        out.append(encode.sequence_start(element.tag, element.vr, syntax))
+        for item in element.items or ():
+            out.append(encode.item_start(item_syntax))
+            self._item(ctx, item, item_syntax, treatment, out)
+            out.append(encode.item_end(item_syntax))
+        out.append(encode.sequence_end(item_syntax))
+
+    def _add(
+        self, ctx: ObjectContext, addition: Addition, syntax: Syntax, out: list[bytes]
+    ) -> None:
+        value = addition.value(ctx)
+        if isinstance(value, str):
+            out.append(encode.text_element(addition.tag, addition.vr, value, syntax))
+            return
+        out.append(encode.sequence_start(addition.tag, "SQ", syntax))
+        for fields in value:
+            out.append(encode.item_start(syntax))
+            for tag, vr, text in fields:
+                out.append(encode.text_element(tag, vr, text, syntax))
+            out.append(encode.item_end(syntax))
+        out.append(encode.sequence_end(syntax))
