@@ -63,6 +63,7 @@ class Deidentified:
     sop_class_uid: str
     transfer_syntax_uid: str
     modality: str
+    study_date: str
 
 
 def identity(obj: DicomObject) -> ObjectIdentity:
@@ -115,14 +116,15 @@ class Engine:
             sop_class_uid=sop_class,
             transfer_syntax_uid=obj.transfer_syntax_uid,
             modality=obj.get_text(MODALITY) or "",
+            study_date=self._new_value(ctx, STUDY_DATE),
         )
 
     def _new_value(self, ctx: ObjectContext, tag: int) -> str:
         """The value a top-level element has in the output."""
         for addition in self.rules.additions:
             if addition.tag == tag:
-                value = addition.value(ctx)
-                return value if isinstance(value, str) else ""
+                added = addition.value(ctx)
+                return added if isinstance(added, str) else ""
         element = ctx.obj.dataset.elements.get(tag)
         if element is None:
             return ""
@@ -131,9 +133,8 @@ class Engine:
             return ctx.text(element)
         if action.kind is Kind.REPLACE:
             value = action.compute(ctx, element)
-            if isinstance(value, bytes):
-                value = value.decode("latin-1")
-            return (value or "").rstrip(" \x00")
+            text = value.decode("latin-1") if isinstance(value, bytes) else value
+            return (text or "").rstrip(" \x00")
         return ""
 
     def _private_action(self, item: Item, tag: int, ctx: ObjectContext) -> Action:
@@ -236,9 +237,8 @@ class Engine:
             return
         if treatment is TextTreatment.NONE and kind is Kind.SEQUENCE:
             treatment = action.treatment
-        if treatment is TextTreatment.DUMMY and vr in _DUMMY_TEXT_VRS:
-            out.append(encode.text_element(tag, vr, DUMMY_TEXT, syntax))
-        elif treatment is TextTreatment.CLEAN and vr == "PN":
+        dummy = treatment is TextTreatment.DUMMY and vr in _DUMMY_TEXT_VRS
+        if dummy or (treatment is TextTreatment.CLEAN and vr == "PN"):
             out.append(encode.text_element(tag, vr, DUMMY_TEXT, syntax))
         elif treatment is TextTreatment.CLEAN and vr in _CLEAN_TEXT_VRS:
             out.append(encode.text_element(tag, vr, ctx.clean_text(ctx.text(element)), syntax))

@@ -271,11 +271,11 @@ def describe_profile(options: ProfileOptions | None = None) -> list[tuple[str, s
                 text += ", except the safe private attributes of Table E.3.10-1 (kept)"
             lines.append((row.tag_text.split(" ")[0], row.name, action.code, text))
             continue
-        action = rules.by_tag.get(row.tag) if not row.is_pattern else next(
+        found = rules.by_tag.get(row.tag) if not row.is_pattern else next(
             a for m, v, a in rules.masked if (m, v) == row.mask()
         )
-        assert action is not None
-        lines.append((row.tag_text, row.name, action.code, action.describe()))
+        assert found is not None
+        lines.append((row.tag_text, row.name, found.code, found.describe()))
     for addition in rules.additions:
         tag = f"({addition.tag >> 16:04X},{addition.tag & 0xFFFF:04X})"
         lines.append((tag, _keyword(addition.tag), "A", "set to " + addition.description))

@@ -33,7 +33,9 @@ def shift_da(value: str, days: int) -> str:
             out.append("")
             continue
         match = _DA.match(part)
-        shifted = _shift(*map(int, match.groups()), days) if match else None
+        shifted = (
+            _shift(int(match[1]), int(match[2]), int(match[3]), days) if match else None
+        )
         if shifted is None:
             return ""
         out.append(shifted.strftime("%Y%m%d"))

@@ -12,7 +12,10 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 
-from pydicom.datadict import DicomDictionary, RepeatersDictionary
+from pydicom.datadict import (  # type: ignore[attr-defined]
+    DicomDictionary,
+    RepeatersDictionary,
+)
 
 from shared.dicom.errors import Malformed, MissingAttribute, NotDicom, Truncated
 
@@ -394,7 +397,8 @@ def _read_one(reader: _Reader, pos: int, end: int) -> tuple[Item, int]:
     )
     if length == UNDEFINED_LENGTH or pos + header + length > end:
         raise Truncated("the file ends inside the file meta information")
-    tag = (struct.unpack_from("<H", data, pos)[0] << 16) | struct.unpack_from("<H", data, pos + 2)[0]
+    group, number = struct.unpack_from("<HH", data, pos)
+    tag = (group << 16) | number
     element = Element(tag, vr, pos, pos + header, length, pos + header + length)
     return Item({tag: element}), element.end
 

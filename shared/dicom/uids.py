@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from pydicom.uid import UID_dictionary
+from pydicom.uid import UID_dictionary  # type: ignore[attr-defined]
 
 DICOM_ROOT = "1.2.840.10008."
 # The UUID-derived root of PS3.5 B.2: "2.25." followed by a 128-bit integer in decimal

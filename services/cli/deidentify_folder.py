@@ -1,0 +1,248 @@
+"""``anon deidentify``: de-identify files and folders into an output tree.
+
+Work is spread over processes (``--jobs``), each with its own connection to the PHI index.
+Patients are allocated in the order they first appear in the sorted input before any
+object is written, so the pseudonyms do not depend on the number of processes; UIDs and
+dates are keyed functions of the site secret, so re-running gives identical files.
+Originals are only read. Rejected files are copied to the quarantine folder and listed
+with their reason in its ``rejected.csv``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import multiprocessing
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from shared.deid.engine import identity
+from shared.deid.profile import ProfileOptions, build_profile
+from shared.dicom.errors import RejectedObject
+from shared.dicom.parse import parse
+from shared.index.connect import OpenIndex, open_index
+from shared.index.phi_index import patient_key
+from shared.index.pseudonymizer import Pseudonymizer
+
+CHUNK = 16
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    """What every worker process needs to de-identify on its own."""
+
+    database_url: str
+    options: ProfileOptions
+    out: Path
+
+
+@dataclass(frozen=True, slots=True)
+class FileResult:
+    index: int
+    source: str
+    output: str = ""
+    patient: str = ""
+    study: str = ""
+    code: str = ""
+    reason: str = ""
+
+
+@dataclass
+class Summary:
+    accepted: int = 0
+    rejected: int = 0
+    patients: set[str] = field(default_factory=set)
+    studies: set[str] = field(default_factory=set)
+    seconds: float = 0.0
+    report: Path | None = None
+
+    @property
+    def files_per_second(self) -> float:
+        return (self.accepted + self.rejected) / self.seconds if self.seconds else 0.0
+
+    def lines(self) -> list[str]:
+        lines = [
+            f"accepted:  {self.accepted}",
+            f"rejected:  {self.rejected}",
+            f"patients:  {len(self.patients)}",
+            f"studies:   {len(self.studies)}",
+            f"seconds:   {self.seconds:.2f}",
+            f"files/s:   {self.files_per_second:.1f}",
+        ]
+        if self.report is not None:
+            lines.append(f"rejected files and reasons: {self.report}")
+        return lines
+
+
+class _Worker:
+    """Per-process state: an event loop, a connection to the index, the pseudonymizer."""
+
+    def __init__(self, settings: JobSettings) -> None:
+        self.settings = settings
+        self.loop = asyncio.new_event_loop()
+        self.opened: OpenIndex = self.loop.run_until_complete(
+            open_index(None, settings.database_url, max_connections=1, run_migrations=False)
+        )
+        self.pseudonymizer = Pseudonymizer(
+            self.opened.index, self.opened.site, build_profile(settings.options)
+        )
+
+    def process(self, index: int, source: Path) -> FileResult:
+        try:
+            data = source.read_bytes()
+        except OSError as exc:
+            return FileResult(index, str(source), code="unreadable", reason=exc.strerror or "")
+        try:
+            result = self.loop.run_until_complete(self.pseudonymizer.deidentify(data))
+        except RejectedObject as exc:
+            return FileResult(index, str(source), code=exc.code, reason=exc.reason)
+        relative = Path(
+            result.patient_id or "unknown",
+            result.study_instance_uid,
+            result.series_instance_uid,
+            result.sop_instance_uid + ".dcm",
+        )
+        _write_atomically(self.settings.out / relative, result.data)
+        return FileResult(
+            index, str(source), str(relative), result.patient_id, result.study_instance_uid
+        )
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.opened.close())
+        self.loop.close()
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_bytes(data)
+    os.replace(temporary, path)
+
+
+_worker: _Worker | None = None
+
+
+def _init_process(settings: JobSettings) -> None:
+    global _worker
+    _worker = _Worker(settings)
+
+
+def _process_chunk(chunk: list[tuple[int, str]]) -> list[FileResult]:
+    assert _worker is not None
+    return [_worker.process(i, Path(p)) for i, p in chunk]
+
+
+def _scan_chunk(chunk: list[tuple[int, str]]) -> list[tuple[int, tuple[str, str], str] | None]:
+    """The patient of each file (None for files that will be rejected anyway)."""
+    found: list[tuple[int, tuple[str, str], str] | None] = []
+    for i, path in chunk:
+        try:
+            ident = identity(parse(Path(path).read_bytes()))
+        except (RejectedObject, OSError):
+            found.append(None)
+            continue
+        key = patient_key(ident.patient_id, ident.issuer_of_patient_id, ident.study_instance_uid)
+        found.append((i, key, ident.patient_name))
+    return found
+
+
+def _chunks(files: list[Path]) -> Iterator[list[tuple[int, str]]]:
+    for start in range(0, len(files), CHUNK):
+        yield [(start + k, str(p)) for k, p in enumerate(files[start : start + CHUNK])]
+
+
+async def _allocate_in_order(
+    opened: OpenIndex, scanned: list[tuple[int, tuple[str, str], str]]
+) -> None:
+    for _, key, name in sorted(scanned):
+        await opened.index.patient(key, name)
+
+
+def deidentify_files(
+    files: list[Path],
+    out: Path,
+    quarantine: Path,
+    options: ProfileOptions,
+    data_dir: Path,
+    database_url: str | None = None,
+    site_id: str | None = None,
+    jobs: int = 1,
+    progress: bool = True,
+) -> Summary:
+    """De-identify ``files`` into ``out``; see the module docstring."""
+    started = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    opened = asyncio.run(_open(data_dir, database_url, site_id))
+    settings = JobSettings(opened.url, options, out)
+    results: list[FileResult] = []
+    bar = tqdm(total=len(files), unit="file", disable=not progress, desc="de-identifying")
+    try:
+        if jobs <= 1 or len(files) < 2 * CHUNK:
+            worker = _Worker(settings)
+            try:
+                for i, path in enumerate(files):
+                    results.append(worker.process(i, path))
+                    bar.update(1)
+            finally:
+                worker.close()
+        else:
+            context = multiprocessing.get_context("spawn")
+            with context.Pool(jobs, _init_process, (settings,)) as pool:
+                scanned = [
+                    s for chunk in pool.imap(_scan_chunk, _chunks(files)) for s in chunk if s
+                ]
+                asyncio.run(_allocate(opened.url, scanned))
+                for chunk_results in pool.imap_unordered(_process_chunk, _chunks(files)):
+                    results.extend(chunk_results)
+                    bar.update(len(chunk_results))
+    finally:
+        bar.close()
+    summary = Summary(seconds=time.perf_counter() - started)
+    rejected = sorted((r for r in results if r.code), key=lambda r: r.index)
+    for r in results:
+        if not r.code:
+            summary.accepted += 1
+            summary.patients.add(r.patient)
+            summary.studies.add(r.study)
+    summary.rejected = len(rejected)
+    if rejected:
+        summary.report = _quarantine(rejected, quarantine)
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+async def _open(data_dir: Path, url: str | None, site_id: str | None) -> OpenIndex:
+    opened = await open_index(data_dir, url, site_id, max_connections=1)
+    await opened.close()
+    return opened
+
+
+async def _allocate(url: str, scanned: list[tuple[int, tuple[str, str], str]]) -> None:
+    opened = await open_index(None, url, max_connections=1, run_migrations=False)
+    try:
+        await _allocate_in_order(opened, scanned)
+    finally:
+        await opened.close()
+
+
+def _quarantine(rejected: list[FileResult], folder: Path) -> Path:
+    """Copy rejected inputs (they may hold PHI) and write the report beside them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    report = folder / "rejected.csv"
+    with report.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["source", "quarantined_as", "reason_code", "reason"])
+        for r in rejected:
+            copy = folder / f"{r.index:06d}_{Path(r.source).name}"
+            try:
+                shutil.copyfile(r.source, copy)
+            except OSError:
+                copy = Path("")
+            writer.writerow([r.source, copy.name, r.code, r.reason])
+    return report

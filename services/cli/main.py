@@ -1,0 +1,158 @@
+"""``anon``: the operator's command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from services.cli.deidentify_folder import deidentify_files
+from services.cli.files import DEFAULT_EXTENSIONS, ExtensionFilter, collect
+from shared.config import Settings
+from shared.deid.profile import ProfileOptions, describe_profile
+from shared.index.connect import open_index
+from shared.index.database import DatabaseUnavailable
+from shared.index.phi_index import SiteConflict
+
+_OPTION_FLAGS = {
+    "retain_safe_private": "keep the safe private attributes of Table E.3.10-1",
+    "retain_uids": "keep UIDs",
+    "retain_device_identity": "keep device identity (serial numbers, station name...)",
+    "retain_institution_identity": "keep institution name, address, department",
+    "retain_patient_characteristics": "keep age, sex, size, weight... (on by default)",
+    "retain_longitudinal_full_dates": "keep dates unchanged",
+    "retain_longitudinal_modified_dates": "shift dates by the patient's offset (on by default)",
+    "clean_descriptors": "keep descriptions with identifying terms removed",
+    "clean_structured_content": "keep SR content with identifying terms removed",
+    "clean_graphics": "keep graphics and overlays, text cleaned",
+}
+
+
+def _add_profile_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "profile", "PS3.15 Annex E options; the default is RICORD (Basic Profile, "
+        "Retain Longitudinal with Modified Dates, Retain Patient Characteristics)"
+    )
+    group.add_argument(
+        "--basic", action="store_true",
+        help="start from the Basic Profile alone instead of RICORD, then add options",
+    )
+    for name, text in _OPTION_FLAGS.items():
+        group.add_argument("--" + name.replace("_", "-"), action="store_true", help=text)
+
+
+def _profile_options(args: argparse.Namespace) -> ProfileOptions:
+    chosen = {name: bool(getattr(args, name)) for name in _OPTION_FLAGS}
+    base = {} if args.basic else {
+        "retain_longitudinal_modified_dates": True, "retain_patient_characteristics": True
+    }
+    merged = {**base, **{k: v for k, v in chosen.items() if v}}
+    if merged.get("retain_longitudinal_full_dates"):
+        merged["retain_longitudinal_modified_dates"] = False
+    return ProfileOptions(**merged)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="anon", description="DICOM de-identification for research collections"
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    deid = commands.add_parser("deidentify", help="de-identify files and folders")
+    deid.add_argument("sources", nargs="+", type=Path, metavar="SRC")
+    deid.add_argument("--out", required=True, type=Path, help="output folder")
+    deid.add_argument("--data-dir", type=Path, help="embedded index, quarantine (default ./data)")
+    deid.add_argument("--recursive", "-r", action="store_true", help="descend into folders")
+    deid.add_argument(
+        "--extensions", default=DEFAULT_EXTENSIONS,
+        help="comma-separated suffixes; '*' for all; [dcm] = names of digits and periods",
+    )
+    deid.add_argument("--jobs", "-j", type=int, default=os.cpu_count() or 1,
+                      help="processes (default: every core)")
+    deid.add_argument("--quarantine", type=Path,
+                      help="rejected files and their report (default DATA_DIR/quarantine/<time>)")
+    deid.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_profile_arguments(deid)
+
+    migrate = commands.add_parser("migrate", help="create or upgrade the PHI index schema")
+    migrate.add_argument("--data-dir", type=Path)
+
+    profile = commands.add_parser("profile", help="print what the profile does to each element")
+    profile.add_argument("--markdown", action="store_true", help="as a Markdown table")
+    _add_profile_arguments(profile)
+    return parser
+
+
+def profile_markdown(options: ProfileOptions) -> str:
+    lines = ["| Tag | Attribute | Code | Action |", "|---|---|---|---|"]
+    lines += [f"| {t} | {n} | {c} | {d} |" for t, n, c, d in describe_profile(options)]
+    return "\n".join(lines) + "\n"
+
+
+def _run_deidentify(args: argparse.Namespace, settings: Settings) -> int:
+    data_dir = args.data_dir or settings.data_dir
+    try:
+        accept = ExtensionFilter(args.extensions)
+        files = collect(args.sources, accept, args.recursive)
+        options = _profile_options(args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"anon deidentify: {exc}", file=sys.stderr)
+        return 2
+    if args.out.resolve() in [s.resolve() for s in args.sources if s.is_dir()]:
+        print("anon deidentify: --out must not be an input folder", file=sys.stderr)
+        return 2
+    if not files:
+        print("anon deidentify: no input files match", file=sys.stderr)
+        return 1
+    quarantine = args.quarantine or data_dir / "quarantine" / time.strftime("%Y%m%d-%H%M%S")
+    summary = deidentify_files(
+        files, args.out, quarantine, options, data_dir,
+        database_url=settings.database_url, site_id=settings.site_id,
+        jobs=max(1, args.jobs), progress=not args.no_progress,
+    )
+    print("\n".join(summary.lines()))
+    return 0
+
+
+async def _migrate(data_dir: Path, settings: Settings) -> None:
+    opened = await open_index(data_dir, settings.database_url, settings.site_id)
+    print(f"PHI index ready; SITEID {opened.site.site_id}")
+    await opened.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}"
+                             for e in exc.errors())
+        print(f"anon: invalid configuration: {problems}", file=sys.stderr)
+        return 2
+    try:
+        if args.command == "deidentify":
+            return _run_deidentify(args, settings)
+        if args.command == "migrate":
+            asyncio.run(_migrate(args.data_dir or settings.data_dir, settings))
+            return 0
+        if args.command == "profile":
+            if args.markdown:
+                sys.stdout.write(profile_markdown(_profile_options(args)))
+            else:
+                for tag, name, code, text in describe_profile(_profile_options(args)):
+                    print(f"{tag:<14} {code:<3} {name}: {text}")
+            return 0
+    except (DatabaseUnavailable, SiteConflict) as exc:
+        print(f"anon: {exc}", file=sys.stderr)
+        return 3
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
