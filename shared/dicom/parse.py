@@ -353,7 +353,8 @@ def parse(data: bytes, require_uids: bool = True) -> DicomObject:
         else:
             syntax = syntax_of(ts_uid)
             vr = data[pos + 4 : pos + 6].decode("latin-1")
-            if syntax.explicit_vr and syntax.little_endian and vr not in KNOWN_VRS:
+            deflated = ts_uid == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN
+            if syntax.explicit_vr and syntax.little_endian and not deflated and vr not in KNOWN_VRS:
                 # Seen in the wild: file meta announcing an explicit VR syntax in front of an
                 # implicit VR data set. Read what is there, as other toolkits do.
                 syntax = IMPLICIT_LE

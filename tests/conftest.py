@@ -1,0 +1,80 @@
+"""Shared fixtures: a real PostgreSQL for every test that needs the PHI index.
+
+The server is ``TEST_DATABASE_URL`` if set, else the PostgreSQL on 127.0.0.1:5432 when one
+answers, else an embedded server (pgserver) started for the session. Each test gets a
+database of its own, dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+SAMPLES = Path(__file__).parent / "data" / "samples"
+LOCAL_SERVER = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def _answers(url: str) -> bool:
+    async def probe() -> bool:
+        try:
+            connection = await asyncpg.connect(url, timeout=3)
+        except (OSError, asyncpg.PostgresError, asyncio.TimeoutError):
+            return False
+        await connection.close()
+        return True
+
+    return asyncio.run(probe())
+
+
+@pytest.fixture(scope="session")
+def admin_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """URL of a database on the test server from which test databases are created."""
+    configured = os.environ.get("TEST_DATABASE_URL")
+    if configured:
+        if not _answers(configured):
+            pytest.exit("TEST_DATABASE_URL is set but the server does not answer", 3)
+        return configured
+    if _answers(LOCAL_SERVER):
+        return LOCAL_SERVER
+    from shared.index.database import embedded_url
+
+    return embedded_url(tmp_path_factory.mktemp("pg", numbered=False).parent / "pg")
+
+
+def _with_database(url: str, name: str) -> str:
+    base, _, query = url.partition("?")
+    base = base.rsplit("/", 1)[0]
+    return f"{base}/{name}" + (f"?{query}" if query else "")
+
+
+@pytest.fixture
+def database_url(admin_url: str) -> Iterator[str]:
+    """A fresh, empty database for one test."""
+    name = f"anon_test_{uuid.uuid4().hex[:12]}"
+
+    async def run(sql: str) -> None:
+        connection = await asyncpg.connect(admin_url)
+        try:
+            await connection.execute(sql)
+        finally:
+            await connection.close()
+
+    asyncio.run(run(f'CREATE DATABASE "{name}"'))
+    try:
+        yield _with_database(admin_url, name)
+    finally:
+        asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def index_env(database_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Point the command line at the test database."""
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.delenv("SITE_ID", raising=False)
+    return database_url

@@ -1,0 +1,90 @@
+"""Helpers for tests that run ``anon deidentify`` and inspect what it wrote."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import pydicom
+from pydicom.dataset import Dataset
+
+from services.cli.main import main
+
+DCMDUMP = Path("/usr/bin/dcmdump")
+
+
+def deidentify(sources: list[Path], out: Path, data_dir: Path, *extra: str) -> int:
+    """Run ``anon deidentify`` in this process (the index comes from DATABASE_URL)."""
+    args = ["deidentify", *map(str, sources), "--out", str(out), "--data-dir", str(data_dir),
+            "--recursive", "--no-progress", "--quarantine", str(data_dir / "quarantine"),
+            *extra]
+    return main(args)
+
+
+def outputs(out: Path) -> list[Path]:
+    return sorted(out.rglob("*.dcm"))
+
+
+def rejected(data_dir: Path) -> list[dict[str, str]]:
+    report = data_dir / "quarantine" / "rejected.csv"
+    if not report.exists():
+        return []
+    with report.open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def tree(out: Path) -> dict[str, bytes]:
+    """Every written file by relative path, with its bytes."""
+    return {str(p.relative_to(out)): p.read_bytes() for p in outputs(out)}
+
+
+def walk(ds: Dataset) -> Iterator[Dataset]:
+    """The data set and every item of every sequence, at any depth."""
+    yield ds
+    for element in ds:
+        if element.VR == "SQ":
+            for item in element.value:
+                yield from walk(item)
+
+
+def references(ds: Dataset) -> set[str]:
+    """Referenced SOP Instance UIDs at any depth."""
+    return {
+        str(item.ReferencedSOPInstanceUID)
+        for item in walk(ds)
+        if "ReferencedSOPInstanceUID" in item
+    }
+
+
+def dcmdump_errors(path: Path) -> str:
+    """What dcmdump reports as errors for a file ('' when it reads cleanly)."""
+    if not DCMDUMP.exists():
+        raise AssertionError("dcmdump (DCMTK) is required: apt-get install dcmtk")
+    result = subprocess.run([str(DCMDUMP), str(path)], capture_output=True, text=True,
+                            errors="replace", check=False)
+    problems = [line for line in result.stderr.splitlines() if line.startswith("E:")]
+    if result.returncode != 0 and not problems:
+        problems.append(f"exit status {result.returncode}")
+    return "\n".join(problems)
+
+
+def read(path: Path) -> Dataset:
+    ds = pydicom.dcmread(path)
+    for _ in ds.iterall():
+        pass
+    return ds
+
+
+def site_secret(database_url: str) -> bytes:
+    async def fetch() -> bytes:
+        connection = await asyncpg.connect(database_url)
+        try:
+            return bytes(await connection.fetchval("SELECT secret FROM site"))
+        finally:
+            await connection.close()
+
+    return asyncio.run(fetch())
