@@ -51,12 +51,20 @@ def walk(ds: Dataset) -> Iterator[Dataset]:
                 yield from walk(item)
 
 
-def references(ds: Dataset) -> set[str]:
-    """Referenced SOP Instance UIDs at any depth."""
+# Detached patient/study management classes: references to a patient or study, whose
+# "instance" UID is the Study Instance UID, not an object of the set.
+MANAGEMENT_CLASSES = "1.2.840.10008.3.1.2."
+
+
+def references(ds: Dataset, management: bool = False) -> set[str]:
+    """Referenced SOP Instance UIDs at any depth (of objects, or with ``management`` of
+    patients and studies)."""
     return {
         str(item.ReferencedSOPInstanceUID)
         for item in walk(ds)
         if "ReferencedSOPInstanceUID" in item
+        and str(item.get("ReferencedSOPClassUID", "")).startswith(MANAGEMENT_CLASSES)
+        == management
     }
 
 
@@ -72,8 +80,9 @@ def dcmdump_errors(path: Path) -> str:
     return "\n".join(problems)
 
 
-def read(path: Path) -> Dataset:
-    ds = pydicom.dcmread(path)
+def read(path: Path, force: bool = False) -> Dataset:
+    """Read a file completely (every sequence); ``force`` for inputs without file meta."""
+    ds = pydicom.dcmread(path, force=force)
     for _ in ds.iterall():
         pass
     return ds

@@ -155,7 +155,7 @@ class PhiIndex:
                 " original_study_date, pseudo_study_date, original_accession, pseudo_accession)"
                 " SELECT id, $3, $4, $5, $6, $7, $8 FROM patient"
                 " WHERE original_patient_id = $1 AND original_issuer = $2"
-                " ON CONFLICT (original_study_uid) DO NOTHING",
+                " ON CONFLICT DO NOTHING",  # any unique index: racing inserts of one study
                 patient.key[0], patient.key[1], original_study_uid, pseudo_study_uid,
                 original_study_date, pseudo_study_date, original_accession.strip(), accession,
             )
