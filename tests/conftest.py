@@ -24,7 +24,7 @@ def _answers(url: str) -> bool:
     async def probe() -> bool:
         try:
             connection = await asyncpg.connect(url, timeout=3)
-        except (OSError, asyncpg.PostgresError, asyncio.TimeoutError):
+        except (TimeoutError, OSError, asyncpg.PostgresError):
             return False
         await connection.close()
         return True

@@ -178,7 +178,7 @@ def deidentify_files(
     """De-identify ``files`` into ``out``; see the module docstring."""
     started = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
-    opened = asyncio.run(_open(data_dir, database_url, site_id))
+    opened = asyncio.run(prepare_index(data_dir, database_url, site_id))
     settings = JobSettings(opened.url, options, out)
     results: list[FileResult] = []
     bar = tqdm(total=len(files), unit="file", disable=not progress, desc="de-identifying")
@@ -217,7 +217,8 @@ def deidentify_files(
     return summary
 
 
-async def _open(data_dir: Path, url: str | None, site_id: str | None) -> OpenIndex:
+async def prepare_index(data_dir: Path, url: str | None, site_id: str | None) -> OpenIndex:
+    """Create or upgrade the index and its site before workers connect to it."""
     opened = await open_index(data_dir, url, site_id, max_connections=1)
     await opened.close()
     return opened

@@ -12,6 +12,10 @@ from pathlib import Path
 
 import asyncpg
 
+# pgserver asks platformdirs for a runtime folder it does not use here; on servers without
+# XDG_RUNTIME_DIR that warns at every start and stop.
+warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+
 
 class DatabaseUnavailable(Exception):
     """The PHI index database cannot be reached or started."""
@@ -33,10 +37,7 @@ def embedded_url(data_dir: Path) -> str:
             f"({len(str(folder))} characters); use a shorter --data-dir or set DATABASE_URL"
         )
     try:
-        with warnings.catch_warnings():
-            # pgserver asks platformdirs for a runtime folder it does not need here.
-            warnings.simplefilter("ignore")
-            server = pgserver.get_server(folder)  # type: ignore[attr-defined]
+        server = pgserver.get_server(folder)  # type: ignore[attr-defined]
     except Exception as exc:
         raise DatabaseUnavailable(f"the embedded PostgreSQL did not start: {exc}") from exc
     return str(server.get_uri())
