@@ -119,6 +119,16 @@ class _Worker:
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
+    """Write via a temporary file and a rename, so no half-written object is ever seen.
+
+    A re-run finds identical files in place; leaving them untouched spares the file system
+    the flush that renaming over an existing file triggers.
+    """
+    try:
+        if path.stat().st_size == len(data) and path.read_bytes() == data:
+            return
+    except FileNotFoundError:
+        pass
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     temporary.write_bytes(data)

@@ -141,3 +141,19 @@ def test_eight_concurrent_requests_for_one_new_patient_get_one_pseudonym(
     assert len(same) == 1
     assert len(different) == 8 and not same & different
     assert rows == 9
+
+
+def test_site_id_is_set_at_first_start_and_never_changes(
+    tmp_path: Path, index_env: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from services.cli.main import main
+
+    monkeypatch.setenv("SITE_ID", "123456")
+    assert main(["migrate"]) == 0
+    assert "SITEID 123456" in capsys.readouterr().out
+    monkeypatch.setenv("SITE_ID", "654321")
+    assert main(["migrate"]) == 3
+    assert "123456" in capsys.readouterr().err
+    monkeypatch.setenv("SITE_ID", "12ab")
+    assert main(["migrate"]) == 2
+    assert "SITE_ID" in capsys.readouterr().err
