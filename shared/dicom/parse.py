@@ -37,6 +37,10 @@ KNOWN_VRS = LONG_VRS | frozenset(
      "SS", "ST", "TM", "UI", "UL", "US"}
 )
 
+_VR_NAMES = {vr.encode(): vr for vr in KNOWN_VRS}
+_LONG_VR_BYTES = frozenset(vr.encode() for vr in LONG_VRS)
+_STRUCTS = {f: struct.Struct(f) for f in ("<HH2sH", ">HH2sH", "<HHL", ">HHL", "<L", ">L")}
+
 # Attributes without which an object cannot be placed in the patient/study/series/instance
 # hierarchy nor have its references rewritten (SOP Common and General Study/Series modules).
 REQUIRED_UIDS = {
@@ -166,40 +170,40 @@ class _Reader:
         buf = self.buffer
         elements: dict[int, Element] = {}
         p = syntax.prefix
-        header_fmt = p + "HH"
-        u16 = struct.Struct(p + "H").unpack_from
-        u32 = struct.Struct(p + "L").unpack_from
+        explicit_header = _STRUCTS[p + "HH2sH"].unpack_from
+        implicit_header = _STRUCTS[p + "HHL"].unpack_from
+        u32 = _STRUCTS[p + "L"].unpack_from
         explicit = syntax.explicit_vr
+        long_vrs = _LONG_VR_BYTES
         last_tag = -1
         while pos < end:
             if pos + 8 > end:
                 raise Truncated(f"the data ends inside an element header at byte {pos}")
-            group, elem = struct.unpack_from(header_fmt, buf, pos)
+            if explicit:
+                group, elem, vr_bytes, length = explicit_header(buf, pos)
+            else:
+                group, elem, length = implicit_header(buf, pos)
             tag = (group << 16) | elem
-            if tag == ITEM_DELIMITER:
-                if not in_item:
-                    raise Malformed(f"item delimiter outside a sequence item at byte {pos}")
-                return Item(elements), pos + 8
             if group == 0xFFFE:
+                if tag == ITEM_DELIMITER and in_item:
+                    return Item(elements), pos + 8
                 raise Malformed(f"item tag ({group:04X},{elem:04X}) in a data set at byte {pos}")
             if explicit:
-                vr = buf[pos + 4 : pos + 6].decode("latin-1")
-                if vr in LONG_VRS:
-                    if pos + 12 > end:
-                        raise Truncated(f"the data ends inside an element header at byte {pos}")
-                    length = u32(buf, pos + 8)[0]
-                    value = pos + 12
-                elif vr in KNOWN_VRS:
-                    length = u16(buf, pos + 6)[0]
-                    value = pos + 8
-                else:
+                vr = _VR_NAMES.get(vr_bytes)
+                if vr is None:
                     raise Malformed(
                         f"invalid value representation in element ({group:04X},{elem:04X}) "
                         f"at byte {pos}"
                     )
+                if vr_bytes in long_vrs:
+                    if pos + 12 > end:
+                        raise Truncated(f"the data ends inside an element header at byte {pos}")
+                    length = u32(buf, pos + 8)[0]
+                    value = pos + 12
+                else:
+                    value = pos + 8
             else:
                 vr = dictionary_vr(tag)
-                length = u32(buf, pos + 4)[0]
                 value = pos + 8
             if tag <= last_tag:
                 raise Malformed(
