@@ -144,7 +144,7 @@ def test_eight_concurrent_requests_for_one_new_patient_get_one_pseudonym(
 
 
 def test_site_id_is_set_at_first_start_and_never_changes(
-    tmp_path: Path, index_env: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    index_env: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from services.cli.main import main
 
