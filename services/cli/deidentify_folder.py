@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import asyncpg
 from tqdm import tqdm
 
 from shared.deid.engine import identity
@@ -102,6 +103,13 @@ class _Worker:
             result = self.loop.run_until_complete(self.pseudonymizer.deidentify(data))
         except RejectedObject as exc:
             return FileResult(index, str(source), code=exc.code, reason=exc.reason)
+        except (asyncpg.PostgresError, OSError):
+            raise  # the index is down: stop the run rather than quarantine every file
+        except Exception as exc:
+            # One odd object must not stop a run. The message is left out: it could quote
+            # values of the object.
+            return FileResult(index, str(source), code="error",
+                              reason=f"unexpected {exc.__class__.__name__} while processing")
         relative = Path(
             result.patient_id or "unknown",
             result.study_instance_uid,

@@ -104,8 +104,9 @@ def _run_deidentify(args: argparse.Namespace, settings: Settings) -> int:
     except (ValueError, FileNotFoundError) as exc:
         print(f"anon deidentify: {exc}", file=sys.stderr)
         return 2
-    if args.out.resolve() in [s.resolve() for s in args.sources if s.is_dir()]:
-        print("anon deidentify: --out must not be an input folder", file=sys.stderr)
+    out = args.out.resolve()
+    if any(out.is_relative_to(s.resolve()) for s in args.sources if s.is_dir()):
+        print("anon deidentify: --out must not be inside an input folder", file=sys.stderr)
         return 2
     if not files:
         print("anon deidentify: no input files match", file=sys.stderr)
