@@ -91,7 +91,7 @@ class _Worker:
             open_index(None, settings.database_url, max_connections=1, run_migrations=False)
         )
         self.pseudonymizer = Pseudonymizer(
-            self.opened.index, self.opened.site, build_profile(settings.options)
+            self.opened.index, self.opened.site, build_profile(settings.options), batch_size=64
         )
 
     def process(self, index: int, source: Path) -> FileResult:
@@ -121,7 +121,12 @@ class _Worker:
             index, str(source), str(relative), result.patient_id, result.study_instance_uid
         )
 
+    def flush(self) -> None:
+        """Write the pending instance records to the index."""
+        self.loop.run_until_complete(self.pseudonymizer.flush())
+
     def close(self) -> None:
+        self.flush()
         self.loop.run_until_complete(self.opened.close())
         self.loop.close()
 
@@ -153,7 +158,9 @@ def _init_process(settings: JobSettings) -> None:
 
 def _process_chunk(chunk: list[tuple[int, str]]) -> list[FileResult]:
     assert _worker is not None
-    return [_worker.process(i, Path(p)) for i, p in chunk]
+    results = [_worker.process(i, Path(p)) for i, p in chunk]
+    _worker.flush()  # pool processes are not closed cleanly: flush with every chunk
+    return results
 
 
 def _scan_chunk(chunk: list[tuple[int, str]]) -> list[tuple[int, tuple[str, str], str] | None]:

@@ -51,7 +51,19 @@ class ObjectContext:
     obj: DicomObject
     pseudonyms: Pseudonyms
     uids: UidMapper
+    # Counter values (key type, key value) -> number, from the PHI index; a key asked for
+    # but not yet allocated is recorded in ``missing_integers`` (see NeedsIntegers).
+    integers: dict[tuple[str, str], int] = field(default_factory=dict)
+    missing_integers: set[tuple[str, str]] = field(default_factory=set)
     _terms: re.Pattern[str] | None = field(default=None)
+
+    def integer(self, key_type: str, key_value: str) -> int:
+        """A counter value; 0 (and the key noted as missing) if not allocated yet."""
+        number = self.integers.get((key_type, key_value))
+        if number is None:
+            self.missing_integers.add((key_type, key_value))
+            return 0
+        return number
 
     def text(self, element: Element) -> str:
         return self.obj.text(element)

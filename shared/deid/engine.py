@@ -35,6 +35,14 @@ _CLEAN_TEXT_VRS = _DUMMY_TEXT_VRS | frozenset({"LO", "SH"})
 DUMMY_TEXT = "ANONYMIZED"
 
 
+class NeedsIntegers(Exception):
+    """Counter values the rules need that the caller has not supplied yet."""
+
+    def __init__(self, keys: set[tuple[str, str]]) -> None:
+        super().__init__(f"{len(keys)} counter values to allocate")
+        self.keys = keys
+
+
 @dataclass(frozen=True, slots=True)
 class ObjectIdentity:
     """The original identifiers that select an object's pseudonyms in the PHI index."""
@@ -97,11 +105,23 @@ class Engine:
         """Parse and validate an object; raises :class:`RejectedObject` with the reason."""
         return parse(data)
 
-    def deidentify(self, obj: DicomObject, pseudonyms: Pseudonyms) -> Deidentified:
-        """De-identify a parsed object with the pseudonyms of its patient and study."""
-        ctx = ObjectContext(obj, pseudonyms, self.uids)
+    def deidentify(
+        self,
+        obj: DicomObject,
+        pseudonyms: Pseudonyms,
+        integers: dict[tuple[str, str], int] | None = None,
+    ) -> Deidentified:
+        """De-identify a parsed object with the pseudonyms of its patient and study.
+
+        Rules that number values with counters (CTP ``@integer``) read them from
+        ``integers``; when one is missing, :class:`NeedsIntegers` lists every missing key
+        so the caller can allocate them all in the index and try again.
+        """
+        ctx = ObjectContext(obj, pseudonyms, self.uids, integers if integers is not None else {})
         out: list[bytes] = []
         self._item(ctx, obj.dataset, obj.syntax, TextTreatment.NONE, out, top=True)
+        if ctx.missing_integers:
+            raise NeedsIntegers(ctx.missing_integers)
         sop_class = obj.get_text(SOP_CLASS_UID) or ""
         new_sop = self._new_value(ctx, SOP_INSTANCE_UID)
         if not new_sop:

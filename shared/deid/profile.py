@@ -10,6 +10,7 @@ well-known one, and, with Modified Dates, shifts every DA and DT value.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 
@@ -27,7 +28,14 @@ from shared.deid.rules import (
     RuleSet,
     TextTreatment,
 )
-from shared.deid.standard import OPTION_COLUMNS, ProfileRow, profile_rows, safe_private
+from shared.deid.standard import (
+    OPTION_COLUMNS,
+    TABLE_E1_1,
+    TABLE_E3_10_1,
+    ProfileRow,
+    profile_rows,
+    safe_private,
+)
 from shared.dicom.dates import shift_da, shift_dt
 from shared.dicom.parse import Element
 
@@ -139,6 +147,15 @@ PSEUDO_ACCESSION = Replace(
 KEEP_TIME = Replace("C", "kept (times of day are not shifted)", lambda ctx, e: ctx.text(e))
 
 
+def profile_sha256(options: ProfileOptions) -> str:
+    """Identity of the built-in profile: its tables and its options."""
+    digest = hashlib.sha256()
+    for table in (TABLE_E1_1, TABLE_E3_10_1):
+        digest.update(table.read_bytes())
+    digest.update(",".join(options.selected()).encode())
+    return digest.hexdigest()
+
+
 def code_for(row: ProfileRow, options: ProfileOptions) -> str:
     """The E.1-1 code that applies to a row under the selected options."""
     chosen = set(options.selected())
@@ -199,7 +216,10 @@ def _method_items(options: ProfileOptions) -> list[list[tuple[int, str, str]]]:
 def build_profile(options: ProfileOptions | None = None) -> RuleSet:
     """Compile the built-in profile for the given options (default: RICORD)."""
     options = options or ProfileOptions.ricord()
-    rules = RuleSet(name="PS3.15 " + ", ".join(["Basic Profile", *options.selected()]))
+    rules = RuleSet(
+        name="built-in: PS3.15 " + ", ".join(["Basic Profile", *options.selected()]),
+        sha256=profile_sha256(options),
+    )
     for row in profile_rows():
         action = action_for_code(code_for(row, options), _vr_of(row), options)
         if row.tag_text.startswith("(gggg"):

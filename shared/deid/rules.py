@@ -137,6 +137,9 @@ class RuleSet:
     """Everything the engine needs to decide about each element of an object."""
 
     name: str
+    # Identity recorded with every object it de-identifies: SHA-256 of the script text,
+    # or of the tables and options of the built-in profile.
+    sha256: str = ""
     by_tag: dict[int, Action] = field(default_factory=dict)
     masked: list[tuple[int, int, Action]] = field(default_factory=list)
     by_vr: dict[str, Action] = field(default_factory=dict)

@@ -1,8 +1,9 @@
 """The PHI index: site identity and the pseudonyms of patients and studies.
 
-Pseudonymous patient IDs come from a database sequence, one per distinct original patient
-(patient ID plus issuer), safe when many processes ask at once: an insert that loses a
-race does nothing and the winner's row is read back. Date offsets and accession pseudonyms
+Pseudonymous patient IDs are numbered by the counter 'ptid' (one number per distinct
+original patient ID plus issuer, the counter CTP scripts reach with @integer), safe when
+many processes ask at once: an insert that loses a race does nothing and the winner's row
+is read back. Date offsets and accession pseudonyms
 are keyed functions of the site secret, so concurrent first requests agree on them too;
 all are stored. Everything original stored here is PHI and must not be logged.
 """
@@ -55,6 +56,32 @@ class StudyRecord:
     pseudo_accession: str
 
 
+@dataclass(frozen=True, slots=True)
+class InstanceRecord:
+    """One de-identified object, as the index records it."""
+
+    original_study_uid: str
+    original_sop_instance_uid: str
+    pseudo_sop_instance_uid: str
+    original_series_uid: str
+    pseudo_series_uid: str
+    pseudo_patient_id: str
+    sop_class_uid: str
+    modality: str
+    size_bytes: int
+    script_name: str
+    script_sha256: str
+
+
+PATIENT_KEY_TYPE = "ptid"
+
+
+def patient_counter_key(key: tuple[str, str]) -> str:
+    """The value under which a patient is numbered in the 'ptid' counter: the patient ID,
+    followed by a backslash and the issuer when there is one."""
+    return key[0] if not key[1] else f"{key[0]}\\{key[1]}"
+
+
 def patient_key(patient_id: str, issuer: str, study_uid: str) -> tuple[str, str]:
     """The identity of a patient; objects without a patient ID are a patient per study."""
     if patient_id.strip():
@@ -70,6 +97,7 @@ class PhiIndex:
         self._site: Site | None = None
         self._patients: dict[tuple[str, str], PatientRecord] = {}
         self._studies: dict[str, StudyRecord] = {}
+        self._integers: dict[tuple[str, str], int] = {}
 
     async def site(self, configured_site_id: str | None = None) -> Site:
         """The site identity, created at first use (with ``configured_site_id`` if given)."""
@@ -99,36 +127,96 @@ class PhiIndex:
         self._site = Site(row["site_id"], bytes(row["secret"]))
         return self._site
 
+    async def integer(self, key_type: str, key_value: str) -> int:
+        """The number of ``key_value`` in the counter ``key_type`` (1, 2, ... per key type),
+        allocated at first request; concurrent requests for one key get one number."""
+        cache_key = (key_type, key_value)
+        found = self._integers.get(cache_key)
+        if found is not None:
+            return found
+        async with self.pool.acquire() as connection:
+            number = await connection.fetchval(
+                "SELECT value FROM integer_value WHERE key_type = $1 AND key_value = $2",
+                key_type, key_value,
+            )
+            if number is None:
+                async with connection.transaction():
+                    await connection.execute(
+                        "INSERT INTO integer_key_type (key_type) VALUES ($1)"
+                        " ON CONFLICT DO NOTHING",
+                        key_type,
+                    )
+                    # The row lock taken here serialises allocation within a key type.
+                    candidate = await connection.fetchval(
+                        "UPDATE integer_key_type SET last_value = last_value + 1"
+                        " WHERE key_type = $1 RETURNING last_value",
+                        key_type,
+                    )
+                    number = await connection.fetchval(
+                        "INSERT INTO integer_value (key_type, key_value, value)"
+                        " VALUES ($1, $2, $3) ON CONFLICT (key_type, key_value) DO NOTHING"
+                        " RETURNING value",
+                        key_type, key_value, candidate,
+                    )
+                if number is None:  # another process numbered this key first
+                    number = await connection.fetchval(
+                        "SELECT value FROM integer_value WHERE key_type = $1 AND key_value = $2",
+                        key_type, key_value,
+                    )
+        assert number is not None
+        self._integers[cache_key] = int(number)
+        return int(number)
+
     async def patient(self, key: tuple[str, str], patient_name: str) -> PatientRecord:
         """The pseudonyms of a patient, allocating them at first sight."""
         found = self._patients.get(key)
         if found is not None:
             return found
         site = await self.site()
+        number = await self.integer(PATIENT_KEY_TYPE, patient_counter_key(key))
+        pseudo = f"{site.site_id}-{number:06d}"
         async with self.pool.acquire() as connection:
-            row = await connection.fetchrow(
+            await connection.execute(
                 "INSERT INTO patient (original_patient_id, original_issuer,"
                 " original_patient_name, pseudo_patient_id, pseudo_patient_name,"
-                " date_offset_days)"
-                " SELECT $1, $2, $3, p, p, $5"
-                " FROM (SELECT $4 || '-' || lpad(nextval('patient_number_seq')::text, 6, '0')"
-                "       AS p) AS n"
-                " ON CONFLICT (original_patient_id, original_issuer) DO NOTHING"
-                " RETURNING pseudo_patient_id, pseudo_patient_name, date_offset_days",
-                key[0], key[1], patient_name, site.site_id, site.date_offset(key),
+                " date_offset_days) VALUES ($1, $2, $3, $4, $4, $5)"
+                " ON CONFLICT DO NOTHING",
+                key[0], key[1], patient_name, pseudo, site.date_offset(key),
             )
-            if row is None:  # known patient, or another process won the race
-                row = await connection.fetchrow(
-                    "SELECT pseudo_patient_id, pseudo_patient_name, date_offset_days"
-                    " FROM patient WHERE original_patient_id = $1 AND original_issuer = $2",
-                    key[0], key[1],
-                )
+            row = await connection.fetchrow(
+                "SELECT pseudo_patient_id, pseudo_patient_name, date_offset_days"
+                " FROM patient WHERE original_patient_id = $1 AND original_issuer = $2",
+                key[0], key[1],
+            )
         assert row is not None
         record = PatientRecord(
             key, row["pseudo_patient_id"], row["pseudo_patient_name"], row["date_offset_days"]
         )
         self._patients[key] = record
         return record
+
+    async def record_instances(self, instances: list[InstanceRecord]) -> None:
+        """Record de-identified objects in one round trip; an object recorded before is
+        left as it was (re-runs and redeliveries change nothing)."""
+        if not instances:
+            return
+        async with self.pool.acquire() as connection:
+            await connection.executemany(
+                "INSERT INTO instance (study, original_sop_instance_uid,"
+                " pseudo_sop_instance_uid, original_series_uid, pseudo_series_uid,"
+                " pseudo_patient_id, sop_class_uid, modality, size_bytes, script_name,"
+                " script_sha256)"
+                " SELECT (SELECT id FROM study WHERE original_study_uid = $1),"
+                " $2, $3, $4, $5, $6, $7, $8, $9, $10, $11"
+                " ON CONFLICT (original_sop_instance_uid) DO NOTHING",
+                [
+                    (i.original_study_uid, i.original_sop_instance_uid,
+                     i.pseudo_sop_instance_uid, i.original_series_uid, i.pseudo_series_uid,
+                     i.pseudo_patient_id, i.sop_class_uid, i.modality, i.size_bytes,
+                     i.script_name, i.script_sha256)
+                    for i in instances
+                ],
+            )
 
     async def study(
         self,

@@ -1,32 +1,37 @@
 """De-identifying one object with the pseudonyms held in the PHI index.
 
 This joins the pure engine (``shared.deid``) and the index: read the object's original
-identifiers, get (or allocate) its patient's pseudonyms, de-identify, record the study.
+identifiers, get (or allocate) its patient's pseudonyms and any counter values the rules
+need, de-identify, record the study and the instance (with the identity of the rule set).
 Every service and command that de-identifies objects goes through here, so they all agree.
 """
 
 from __future__ import annotations
 
 from shared.deid.context import Pseudonyms
-from shared.deid.engine import Deidentified, Engine, identity
+from shared.deid.engine import Deidentified, Engine, NeedsIntegers, identity
 from shared.deid.rules import RuleSet
 from shared.dicom.parse import DicomObject
-from shared.index.phi_index import PhiIndex, Site, patient_key
+from shared.index.phi_index import InstanceRecord, PhiIndex, Site, patient_key
 
 
 class Pseudonymizer:
-    """De-identifies objects for one site with one rule set."""
+    """De-identifies objects for one site with one rule set.
 
-    def __init__(self, index: PhiIndex, site: Site, rules: RuleSet) -> None:
+    Instance records are written in batches of ``batch_size`` (call :meth:`flush` before
+    relying on them); a batch size of 1 writes each record before ``deidentify`` returns.
+    """
+
+    def __init__(
+        self, index: PhiIndex, site: Site, rules: RuleSet, batch_size: int = 1
+    ) -> None:
         self.index = index
         self.site = site
+        self.rules = rules
         self.engine = Engine(rules, site.secret)
-
-    async def allocate(self, obj: DicomObject) -> str:
-        """Make sure the object's patient has pseudonyms; returns the pseudonymous ID."""
-        ident = identity(obj)
-        key = patient_key(ident.patient_id, ident.issuer_of_patient_id, ident.study_instance_uid)
-        return (await self.index.patient(key, ident.patient_name)).pseudo_patient_id
+        self.batch_size = batch_size
+        self._pending: list[InstanceRecord] = []
+        self._integers: dict[tuple[str, str], int] = {}
 
     async def deidentify(self, data: bytes) -> Deidentified:
         """De-identify PS3.10 bytes; raises ``RejectedObject`` with the reason."""
@@ -42,7 +47,7 @@ class Pseudonymizer:
                 ident.study_instance_uid, ident.accession_number.strip()
             ),
         )
-        result = self.engine.deidentify(obj, pseudonyms)
+        result = await self._run_engine(obj, pseudonyms)
         await self.index.study(
             patient,
             original_study_uid=ident.study_instance_uid,
@@ -51,4 +56,41 @@ class Pseudonymizer:
             pseudo_study_date=result.study_date,
             original_accession=ident.accession_number,
         )
+        self._pending.append(
+            InstanceRecord(
+                original_study_uid=ident.study_instance_uid,
+                original_sop_instance_uid=ident.sop_instance_uid,
+                pseudo_sop_instance_uid=result.sop_instance_uid,
+                original_series_uid=ident.series_instance_uid,
+                pseudo_series_uid=result.series_instance_uid,
+                pseudo_patient_id=result.patient_id,
+                sop_class_uid=result.sop_class_uid,
+                modality=result.modality,
+                size_bytes=len(result.data),
+                script_name=self.rules.name,
+                script_sha256=self.rules.sha256,
+            )
+        )
+        if len(self._pending) >= self.batch_size:
+            await self.flush()
         return result
+
+    async def _run_engine(self, obj: DicomObject, pseudonyms: Pseudonyms) -> Deidentified:
+        """Run the engine, allocating the counter values it asks for (at most twice: the
+        second run has every value the first one asked for)."""
+        for _ in range(3):
+            try:
+                return self.engine.deidentify(obj, pseudonyms, self._integers)
+            except NeedsIntegers as needed:
+                for key_type, key_value in sorted(needed.keys):
+                    self._integers[(key_type, key_value)] = await self.index.integer(
+                        key_type, key_value
+                    )
+                if len(self._integers) > 100_000:
+                    self._integers = {k: self._integers[k] for k in needed.keys}
+        raise RuntimeError("the rules keep asking for new counter values")
+
+    async def flush(self) -> None:
+        """Write the pending instance records."""
+        pending, self._pending = self._pending, []
+        await self.index.record_instances(pending)

@@ -157,3 +157,33 @@ def test_site_id_is_set_at_first_start_and_never_changes(
     monkeypatch.setenv("SITE_ID", "12ab")
     assert main(["migrate"]) == 2
     assert "SITE_ID" in capsys.readouterr().err
+
+
+def test_every_written_object_is_recorded_with_the_profile_identity(
+    tmp_path: Path, index_env: str
+) -> None:
+    source = tmp_path / "in"
+    _write_study(source, patients=2, per_patient=30)
+    assert deidentify([source], tmp_path / "out", tmp_path / "data", "--jobs", "2") == 0
+    assert deidentify([source], tmp_path / "out", tmp_path / "data", "--jobs", "1") == 0
+
+    async def rows() -> list[asyncpg.Record]:
+        connection = await asyncpg.connect(index_env)
+        try:
+            return await connection.fetch(
+                "SELECT i.pseudo_sop_instance_uid, i.script_name, i.script_sha256, s.id"
+                " FROM instance i LEFT JOIN study s ON s.id = i.study"
+            )
+        finally:
+            await connection.close()
+
+    recorded = asyncio.run(rows())
+    written = {str(read(p).SOPInstanceUID) for p in outputs(tmp_path / "out")}
+    assert {r["pseudo_sop_instance_uid"] for r in recorded} == written
+    assert len(recorded) == 60  # the second run recorded nothing twice
+    assert all(r["id"] is not None for r in recorded)
+    assert {r["script_name"] for r in recorded} == {
+        "built-in: PS3.15 Basic Profile, retain_patient_characteristics, "
+        "retain_longitudinal_modified_dates"
+    }
+    assert all(len(r["script_sha256"]) == 64 for r in recorded)
