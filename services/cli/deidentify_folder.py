@@ -23,6 +23,7 @@ from pathlib import Path
 import asyncpg
 from tqdm import tqdm
 
+from shared.deid.ctp_filter import ObjectFilter
 from shared.deid.engine import identity
 from shared.deid.profile import ProfileOptions, build_profile
 from shared.dicom.errors import RejectedObject
@@ -41,6 +42,7 @@ class JobSettings:
     database_url: str
     options: ProfileOptions
     out: Path
+    object_filter: ObjectFilter = field(default_factory=ObjectFilter)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +93,11 @@ class _Worker:
             open_index(None, settings.database_url, max_connections=1, run_migrations=False)
         )
         self.pseudonymizer = Pseudonymizer(
-            self.opened.index, self.opened.site, build_profile(settings.options), batch_size=64
+            self.opened.index,
+            self.opened.site,
+            build_profile(settings.options),
+            settings.object_filter,
+            batch_size=64,
         )
 
     def process(self, index: int, source: Path) -> FileResult:
@@ -199,12 +205,13 @@ def deidentify_files(
     site_id: str | None = None,
     jobs: int = 1,
     progress: bool = True,
+    object_filter: ObjectFilter | None = None,
 ) -> Summary:
     """De-identify ``files`` into ``out``; see the module docstring."""
     started = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     opened = asyncio.run(prepare_index(data_dir, database_url, site_id))
-    settings = JobSettings(opened.url, options, out)
+    settings = JobSettings(opened.url, options, out, object_filter or ObjectFilter())
     results: list[FileResult] = []
     bar = tqdm(total=len(files), unit="file", disable=not progress, desc="de-identifying")
     try:

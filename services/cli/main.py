@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from services.cli.deidentify_folder import deidentify_files
 from services.cli.files import DEFAULT_EXTENSIONS, ExtensionFilter, collect
 from shared.config import Settings
+from shared.deid.ctp_filter import FilterScript, ObjectFilter
 from shared.deid.profile import ProfileOptions, describe_profile
 from shared.index.connect import open_index
 from shared.index.database import DatabaseUnavailable
@@ -58,6 +59,21 @@ def _profile_options(args: argparse.Namespace) -> ProfileOptions:
     return ProfileOptions(**merged)
 
 
+def _object_filter(args: argparse.Namespace) -> ObjectFilter:
+    """The filter switches and script; an unreadable or invalid script is refused here."""
+    script = None
+    if args.filter is not None:
+        try:
+            script = FilterScript.parse(args.filter.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise ValueError(f"{args.filter}: {exc}") from None
+    return ObjectFilter(
+        script=script,
+        reject_structured_reports=not args.accept_structured_reports,
+        reject_secondary_captures=not args.accept_secondary_captures,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="anon", description="DICOM de-identification for research collections"
@@ -78,6 +94,15 @@ def build_parser() -> argparse.ArgumentParser:
     deid.add_argument("--quarantine", type=Path,
                       help="rejected files and their report (default DATA_DIR/quarantine/<time>)")
     deid.add_argument("--no-progress", action="store_true", help="no progress bar")
+    accept = deid.add_argument_group(
+        "filter", "which objects are accepted (as in the RSNA Anonymizer's Filter tab)"
+    )
+    accept.add_argument("--filter", type=Path, metavar="FILE",
+                        help="CTP DicomFilter script; objects it does not match are refused")
+    accept.add_argument("--accept-structured-reports", action="store_true",
+                        help="do not refuse Structured Reports (refused by default)")
+    accept.add_argument("--accept-secondary-captures", action="store_true",
+                        help="do not refuse Secondary Captures (ImageType contains SECONDARY)")
     _add_profile_arguments(deid)
 
     migrate = commands.add_parser("migrate", help="create or upgrade the PHI index schema")
@@ -101,7 +126,8 @@ def _run_deidentify(args: argparse.Namespace, settings: Settings) -> int:
         accept = ExtensionFilter(args.extensions)
         files = collect(args.sources, accept, args.recursive)
         options = _profile_options(args)
-    except (ValueError, FileNotFoundError) as exc:
+        object_filter = _object_filter(args)
+    except (ValueError, OSError) as exc:
         print(f"anon deidentify: {exc}", file=sys.stderr)
         return 2
     out = args.out.resolve()
@@ -115,7 +141,7 @@ def _run_deidentify(args: argparse.Namespace, settings: Settings) -> int:
     summary = deidentify_files(
         files, args.out, quarantine, options, data_dir,
         database_url=settings.database_url, site_id=settings.site_id,
-        jobs=max(1, args.jobs), progress=not args.no_progress,
+        jobs=max(1, args.jobs), progress=not args.no_progress, object_filter=object_filter,
     )
     print("\n".join(summary.lines()))
     return 0

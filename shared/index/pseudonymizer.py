@@ -9,6 +9,7 @@ Every service and command that de-identifies objects goes through here, so they 
 from __future__ import annotations
 
 from shared.deid.context import Pseudonyms
+from shared.deid.ctp_filter import ObjectFilter
 from shared.deid.engine import Deidentified, Engine, NeedsIntegers, identity
 from shared.deid.rules import RuleSet
 from shared.dicom.parse import DicomObject
@@ -23,19 +24,27 @@ class Pseudonymizer:
     """
 
     def __init__(
-        self, index: PhiIndex, site: Site, rules: RuleSet, batch_size: int = 1
+        self,
+        index: PhiIndex,
+        site: Site,
+        rules: RuleSet,
+        object_filter: ObjectFilter | None = None,
+        batch_size: int = 1,
     ) -> None:
         self.index = index
         self.site = site
         self.rules = rules
+        self.object_filter = object_filter or ObjectFilter()
         self.engine = Engine(rules, site.secret)
         self.batch_size = batch_size
         self._pending: list[InstanceRecord] = []
         self._integers: dict[tuple[str, str], int] = {}
 
     async def deidentify(self, data: bytes) -> Deidentified:
-        """De-identify PS3.10 bytes; raises ``RejectedObject`` with the reason."""
+        """Filter and de-identify PS3.10 bytes; raises ``RejectedObject`` (``FilteredOut``
+        for objects the filter refuses) with the reason."""
         obj = self.engine.read(data)
+        self.object_filter.check(obj)
         ident = identity(obj)
         key = patient_key(ident.patient_id, ident.issuer_of_patient_id, ident.study_instance_uid)
         patient = await self.index.patient(key, ident.patient_name)

@@ -39,7 +39,8 @@ def test_planted_phi_is_nowhere_in_the_output_bytes(
 ) -> None:
     source, objects = planted
     out = tmp_path / "out"
-    assert deidentify([source], out, tmp_path / "data", "--jobs", "1") == 0
+    assert deidentify([source], out, tmp_path / "data", "--jobs", "1",
+                      "--accept-structured-reports") == 0
     written = outputs(out)
     assert len(written) == len(objects)
     forbidden = set(synth.PHI_STRINGS) | set(synth.phi_strings(synth.phi_for(1)))
