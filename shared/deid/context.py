@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from shared.dicom.parse import DicomObject, Element
+from shared.dicom.parse import DicomObject, Element, Item
 from shared.dicom.uids import UidMapper
 
 # Top-level attributes whose values are identifying terms to strip from free text when a
@@ -55,6 +55,8 @@ class ObjectContext:
     # but not yet allocated is recorded in ``missing_integers`` (see NeedsIntegers).
     integers: dict[tuple[str, str], int] = field(default_factory=dict)
     missing_integers: set[tuple[str, str]] = field(default_factory=set)
+    # The sequence items being processed, innermost last (empty at the top level).
+    items: list[Item] = field(default_factory=list)
     _terms: re.Pattern[str] | None = field(default=None)
 
     def integer(self, key_type: str, key_value: str) -> int:
@@ -67,6 +69,11 @@ class ObjectContext:
 
     def text(self, element: Element) -> str:
         return self.obj.text(element)
+
+    @property
+    def item(self) -> Item:
+        """The data set being processed: the current sequence item, or the top level."""
+        return self.items[-1] if self.items else self.obj.dataset
 
     def identifying_terms(self) -> re.Pattern[str] | None:
         """A pattern matching the object's own identifying values (names split into

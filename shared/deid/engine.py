@@ -12,7 +12,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from shared.deid.context import ObjectContext, Pseudonyms
-from shared.deid.rules import Action, Addition, Kind, RuleSet, TextTreatment
+from shared.deid.rules import (
+    Action,
+    ActionResult,
+    Addition,
+    Kind,
+    Outcome,
+    RuleSet,
+    SequenceItems,
+    TextTreatment,
+)
 from shared.dicom import encode
 from shared.dicom.errors import Malformed
 from shared.dicom.parse import DicomObject, Element, Item, Syntax, parse
@@ -141,24 +150,30 @@ class Engine:
 
     def _new_value(self, ctx: ObjectContext, tag: int) -> str:
         """The value a top-level element has in the output."""
+        element = ctx.obj.dataset.elements.get(tag)
         for addition in self.rules.additions:
-            if addition.tag == tag:
+            if addition.tag == tag and (element is None or not addition.only_if_absent):
                 added = addition.value(ctx)
                 return added if isinstance(added, str) else ""
-        element = ctx.obj.dataset.elements.get(tag)
         if element is None:
             return ""
         action = self.rules.action(tag, element.vr)
-        if action.kind is Kind.KEEP:
+        if action.kind in (Kind.KEEP, Kind.COPY):
             return ctx.text(element)
         if action.kind is Kind.REPLACE:
             value = action.compute(ctx, element)
-            text = value.decode("latin-1") if isinstance(value, bytes) else value
-            return (text or "").rstrip(" \x00")
+            if value is Outcome.KEEP:
+                return ctx.text(element)
+            if isinstance(value, bytes):
+                return value.decode("latin-1").rstrip(" \x00")
+            return value.rstrip(" \x00") if isinstance(value, str) else ""
         return ""
 
     def _private_action(self, item: Item, tag: int, ctx: ObjectContext) -> Action:
         rules = self.rules
+        scripted = rules.by_tag.get(tag)
+        if scripted is not None:
+            return scripted
         if rules.private_by_creator is not None:
             low = tag & 0xFFFF
             if 0x0010 <= low <= 0x00FF:
@@ -185,7 +200,7 @@ class Engine:
     ) -> None:
         buf = ctx.obj.buffer
         rules = self.rules
-        keep, remove = Kind.KEEP, Kind.REMOVE
+        keep, copy, remove = Kind.KEEP, Kind.COPY, Kind.REMOVE
         plain = treatment is TextTreatment.NONE
         additions = self._additions if top else []
         next_add = 0
@@ -197,9 +212,12 @@ class Engine:
                     run_start = -1
                 replaced = False
                 while next_add < len(additions) and additions[next_add].tag <= tag:
-                    replaced |= additions[next_add].tag == tag
-                    self._add(ctx, additions[next_add], syntax, out)
+                    addition = additions[next_add]
                     next_add += 1
+                    if addition.tag == tag and addition.only_if_absent:
+                        continue
+                    replaced |= addition.tag == tag
+                    self._add(ctx, addition, syntax, out)
                 if replaced:
                     continue
             if tag & 0x10000:
@@ -207,9 +225,9 @@ class Engine:
             else:
                 action = rules.action(tag, element.vr)
             kind = action.kind
-            if kind is keep and element.items is None and (
+            if kind is copy or (kind is keep and element.items is None and (
                 plain or element.vr not in _CLEAN_TEXT_VRS
-            ):
+            )):
                 if run_start < 0:
                     run_start = element.start
                 run_end = element.end
@@ -241,13 +259,7 @@ class Engine:
             out.append(encode.header(tag, vr, 0, syntax))
             return
         if kind is Kind.REPLACE:
-            value = action.compute(ctx, element)
-            if value is None:
-                return
-            if isinstance(value, str):
-                out.append(encode.text_element(tag, vr, value, syntax))
-            else:
-                out.append(encode.element(tag, vr, value, syntax))
+            self._replace(ctx, element, action.compute(ctx, element), syntax, out)
             return
         if element.items is not None:
             inner = action.treatment if kind is Kind.SEQUENCE else treatment
@@ -265,6 +277,31 @@ class Engine:
         else:
             out.append(ctx.obj.buffer[element.start : element.end])
 
+    def _replace(
+        self,
+        ctx: ObjectContext,
+        element: Element,
+        value: ActionResult,
+        syntax: Syntax,
+        out: list[bytes],
+    ) -> None:
+        tag, vr = element.tag, element.vr
+        if value is None:
+            return
+        if isinstance(value, str):
+            out.append(encode.text_element(tag, vr, value, syntax))
+        elif isinstance(value, bytes):
+            out.append(encode.element(tag, vr, value, syntax))
+        elif value is Outcome.KEEP:
+            out.append(ctx.obj.buffer[element.start : element.end])
+        elif value is Outcome.PROCESS:
+            if element.items is None:
+                out.append(ctx.obj.buffer[element.start : element.end])
+            else:
+                self._sequence(ctx, element, syntax, TextTreatment.NONE, out)
+        else:
+            self._items(tag, value, syntax, out)
+
     def _sequence(
         self,
         ctx: ObjectContext,
@@ -277,7 +314,11 @@ class Engine:
         out.append(encode.sequence_start(element.tag, element.vr, syntax))
         for item in element.items or ():
             out.append(encode.item_start(item_syntax))
-            self._item(ctx, item, item_syntax, treatment, out)
+            ctx.items.append(item)
+            try:
+                self._item(ctx, item, item_syntax, treatment, out)
+            finally:
+                ctx.items.pop()
             out.append(encode.item_end(item_syntax))
         out.append(encode.sequence_end(item_syntax))
 
@@ -285,13 +326,20 @@ class Engine:
         self, ctx: ObjectContext, addition: Addition, syntax: Syntax, out: list[bytes]
     ) -> None:
         value = addition.value(ctx)
+        if value is None:
+            return
         if isinstance(value, str):
             out.append(encode.text_element(addition.tag, addition.vr, value, syntax))
-            return
-        out.append(encode.sequence_start(addition.tag, "SQ", syntax))
-        for fields in value:
+        else:
+            self._items(addition.tag, value, syntax, out)
+
+    @staticmethod
+    def _items(tag: int, items: SequenceItems, syntax: Syntax, out: list[bytes]) -> None:
+        """Write a sequence of new items made of text elements."""
+        out.append(encode.sequence_start(tag, "SQ", syntax))
+        for fields in items:
             out.append(encode.item_start(syntax))
-            for tag, vr, text in fields:
-                out.append(encode.text_element(tag, vr, text, syntax))
+            for item_tag, vr, text in fields:
+                out.append(encode.text_element(item_tag, vr, text, syntax))
             out.append(encode.item_end(syntax))
         out.append(encode.sequence_end(syntax))

@@ -25,10 +25,23 @@ class Kind(Enum):
     """What the engine does with an element once its action is known."""
 
     KEEP = "keep"  # copy unchanged (a sequence: apply the rules inside its items)
+    COPY = "copy"  # copy unchanged, a sequence with its items as they are
     REMOVE = "remove"
     EMPTY = "empty"  # zero-length value (a sequence: no items)
     REPLACE = "replace"  # the action computes a new value
     SEQUENCE = "sequence"  # apply the rules inside the items, with a text treatment
+
+
+class Outcome(Enum):
+    """Results of a REPLACE action other than a new value."""
+
+    KEEP = "keep"  # leave the element as it was
+    PROCESS = "process"  # a sequence: apply the rules inside its items
+
+
+# Items of a sequence to write: each a list of (tag, VR, text value).
+SequenceItems = list[list[tuple[int, str, str]]]
+ActionResult = str | bytes | None | Outcome | SequenceItems
 
 
 class TextTreatment(Enum):
@@ -49,8 +62,9 @@ class Action:
     def describe(self) -> str:
         raise NotImplementedError
 
-    def compute(self, ctx: ObjectContext, element: Element) -> str | bytes | None:
-        """New value for a REPLACE action: text, raw bytes, or None to remove the element."""
+    def compute(self, ctx: ObjectContext, element: Element) -> ActionResult:
+        """New value for a REPLACE action: text, raw bytes, None to remove the element, an
+        :class:`Outcome`, or the items of a sequence."""
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -62,6 +76,16 @@ class Keep(Action):
 
     def describe(self) -> str:
         return "keep"
+
+
+class Copy(Action):
+    """Keep an element exactly as it is; a sequence keeps its items untouched (CTP leaves
+    sequences alone unless a script processes them)."""
+
+    kind, code = Kind.COPY, "K"
+
+    def describe(self) -> str:
+        return "keep as is"
 
 
 class Remove(Action):
@@ -104,7 +128,7 @@ class Replace(Action):
         self,
         code: str,
         description: str,
-        function: Callable[[ObjectContext, Element], str | bytes | None],
+        function: Callable[[ObjectContext, Element], ActionResult],
     ) -> None:
         self.code = code
         self._description = description
@@ -113,11 +137,12 @@ class Replace(Action):
     def describe(self) -> str:
         return self._description
 
-    def compute(self, ctx: ObjectContext, element: Element) -> str | bytes | None:
+    def compute(self, ctx: ObjectContext, element: Element) -> ActionResult:
         return self._function(ctx, element)
 
 
 KEEP = Keep()
+COPY = Copy()
 REMOVE = Remove()
 EMPTY = Empty()
 
@@ -128,8 +153,12 @@ class Addition:
 
     tag: int
     vr: str
-    value: Callable[[ObjectContext], str | list[list[tuple[int, str, str]]]]
+    # The value, the items of a sequence, or None to add nothing.
+    value: Callable[[ObjectContext], str | SequenceItems | None]
     description: str
+    # Only create the element when the object lacks it (CTP @always()); otherwise the
+    # element's own rule applies.
+    only_if_absent: bool = False
 
 
 @dataclass
