@@ -21,6 +21,7 @@ from shared.deid.rules import (
     RuleSet,
     SequenceItems,
     TextTreatment,
+    Typed,
 )
 from shared.dicom import encode
 from shared.dicom.errors import Malformed
@@ -164,6 +165,8 @@ class Engine:
             value = action.compute(ctx, element)
             if value is Outcome.KEEP:
                 return ctx.text(element)
+            if isinstance(value, Typed):
+                return value.value
             if isinstance(value, bytes):
                 return value.decode("latin-1").rstrip(" \x00")
             return value.rstrip(" \x00") if isinstance(value, str) else ""
@@ -292,6 +295,8 @@ class Engine:
             out.append(encode.text_element(tag, vr, value, syntax))
         elif isinstance(value, bytes):
             out.append(encode.element(tag, vr, value, syntax))
+        elif isinstance(value, Typed):
+            out.append(encode.text_element(tag, value.vr, value.value, syntax))
         elif value is Outcome.KEEP:
             out.append(ctx.obj.buffer[element.start : element.end])
         elif value is Outcome.PROCESS:

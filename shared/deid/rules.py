@@ -39,9 +39,18 @@ class Outcome(Enum):
     PROCESS = "process"  # a sequence: apply the rules inside its items
 
 
+@dataclass(frozen=True, slots=True)
+class Typed:
+    """A text value written with a VR other than the element's (a private element set by a
+    script is LO; an element received as UN gets its dictionary VR)."""
+
+    vr: str
+    value: str
+
+
 # Items of a sequence to write: each a list of (tag, VR, text value).
 SequenceItems = list[list[tuple[int, str, str]]]
-ActionResult = str | bytes | None | Outcome | SequenceItems
+ActionResult = str | bytes | None | Outcome | Typed | SequenceItems
 
 
 class TextTreatment(Enum):
