@@ -24,8 +24,12 @@ import asyncpg
 from tqdm import tqdm
 
 from shared.deid.ctp_filter import ObjectFilter
+from shared.deid.ctp_rules import compile_script
+from shared.deid.ctp_script import load_script
 from shared.deid.engine import identity
+from shared.deid.lookup import LookupTable
 from shared.deid.profile import ProfileOptions, build_profile
+from shared.deid.rules import RuleSet
 from shared.dicom.errors import RejectedObject
 from shared.dicom.parse import parse
 from shared.index.connect import OpenIndex, open_index
@@ -43,6 +47,16 @@ class JobSettings:
     options: ProfileOptions
     out: Path
     object_filter: ObjectFilter = field(default_factory=ObjectFilter)
+    script: Path | None = None  # CTP anonymizer script instead of the built-in profile
+    script_dialect: str = "auto"
+    lookup_table: Path | None = None
+
+    def rules(self, site_id: str) -> RuleSet:
+        """The rule set every process compiles for itself (scripts are checked before)."""
+        if self.script is None:
+            return build_profile(self.options)
+        lookup = LookupTable.load(self.lookup_table) if self.lookup_table else None
+        return compile_script(load_script(self.script, self.script_dialect), site_id, lookup)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +109,7 @@ class _Worker:
         self.pseudonymizer = Pseudonymizer(
             self.opened.index,
             self.opened.site,
-            build_profile(settings.options),
+            settings.rules(self.opened.site.site_id),
             settings.object_filter,
             batch_size=64,
         )
@@ -206,12 +220,16 @@ def deidentify_files(
     jobs: int = 1,
     progress: bool = True,
     object_filter: ObjectFilter | None = None,
+    script: Path | None = None,
+    script_dialect: str = "auto",
+    lookup_table: Path | None = None,
 ) -> Summary:
     """De-identify ``files`` into ``out``; see the module docstring."""
     started = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     opened = asyncio.run(prepare_index(data_dir, database_url, site_id))
-    settings = JobSettings(opened.url, options, out, object_filter or ObjectFilter())
+    settings = JobSettings(opened.url, options, out, object_filter or ObjectFilter(),
+                           script, script_dialect, lookup_table)
     results: list[FileResult] = []
     bar = tqdm(total=len(files), unit="file", disable=not progress, desc="de-identifying")
     try:

@@ -16,6 +16,8 @@ from services.cli.deidentify_folder import deidentify_files
 from services.cli.files import DEFAULT_EXTENSIONS, ExtensionFilter, collect
 from shared.config import Settings
 from shared.deid.ctp_filter import FilterScript, ObjectFilter
+from shared.deid.ctp_script import load_script
+from shared.deid.lookup import LookupTable
 from shared.deid.profile import ProfileOptions, describe_profile
 from shared.index.connect import open_index
 from shared.index.database import DatabaseUnavailable
@@ -94,6 +96,16 @@ def build_parser() -> argparse.ArgumentParser:
     deid.add_argument("--quarantine", type=Path,
                       help="rejected files and their report (default DATA_DIR/quarantine/<time>)")
     deid.add_argument("--no-progress", action="store_true", help="no progress bar")
+    scripts = deid.add_argument_group(
+        "script", "a CTP DicomAnonymizer script instead of the built-in profile"
+    )
+    scripts.add_argument("--script", type=Path, metavar="FILE",
+                         help="CTP anonymizer script (XML or properties form)")
+    scripts.add_argument("--script-dialect", choices=("auto", "ctp", "rsna"), default="auto",
+                         help="rules for the script (auto: rsna if it uses @uid, @ptid, "
+                         "@acc or @hashdate without parentheses)")
+    scripts.add_argument("--lookup-table", type=Path, metavar="FILE",
+                         help="lookup table for @lookup (KeyType/value=replacement lines)")
     accept = deid.add_argument_group(
         "filter", "which objects are accepted (as in the RSNA Anonymizer's Filter tab)"
     )
@@ -127,6 +139,10 @@ def _run_deidentify(args: argparse.Namespace, settings: Settings) -> int:
         files = collect(args.sources, accept, args.recursive)
         options = _profile_options(args)
         object_filter = _object_filter(args)
+        if args.script is not None:
+            load_script(args.script, args.script_dialect)  # refuse a bad script before any work
+        if args.lookup_table is not None:
+            LookupTable.load(args.lookup_table)
     except (ValueError, OSError) as exc:
         print(f"anon deidentify: {exc}", file=sys.stderr)
         return 2
@@ -142,6 +158,7 @@ def _run_deidentify(args: argparse.Namespace, settings: Settings) -> int:
         files, args.out, quarantine, options, data_dir,
         database_url=settings.database_url, site_id=settings.site_id,
         jobs=max(1, args.jobs), progress=not args.no_progress, object_filter=object_filter,
+        script=args.script, script_dialect=args.script_dialect, lookup_table=args.lookup_table,
     )
     print("\n".join(summary.lines()))
     return 0

@@ -124,11 +124,15 @@ def _resolve_target(entry: ScriptEntry) -> None:
         entry.private = (step.tag >> 16, step.creator, step.tag & 0xFF)
 
 
-def _line_of(text: str, tag: str, occurrence: int) -> int:
-    matches = list(re.finditer(rf"<{tag}\b", text))
-    if occurrence < len(matches):
-        return text.count("\n", 0, matches[occurrence].start()) + 1
-    return 0
+def _tag_lines(text: str) -> dict[str, list[int]]:
+    """Line numbers of every <p>, <e>, <k> and <r> start tag, in file order."""
+    lines: dict[str, list[int]] = {"p": [], "e": [], "k": [], "r": []}
+    line, position = 1, 0
+    for match in re.finditer(r"<([pekr])\b", text):
+        line += text.count("\n", position, match.start())
+        position = match.start()
+        lines[match[1]].append(line)
+    return lines
 
 
 def _read_xml(text: str, script: AnonymizerScript) -> None:
@@ -140,11 +144,13 @@ def _read_xml(text: str, script: AnonymizerScript) -> None:
             f"{script.name}, line {line}, column {column + 1}: not well-formed XML"
         ) from None
     counters = {"p": 0, "e": 0, "k": 0, "r": 0}
+    lines = _tag_lines(text)
     for child in root:
         kind = child.tag
         if kind not in counters:
             continue
-        line = _line_of(text, kind, counters[kind])
+        found = lines[kind]
+        line = found[counters[kind]] if counters[kind] < len(found) else 0
         counters[kind] += 1
         enabled = child.get("en", "T") == "T"
         target = child.get("t", "")
