@@ -97,3 +97,17 @@ def site_secret(database_url: str) -> bytes:
             await connection.close()
 
     return asyncio.run(fetch())
+
+
+def originals_by_pseudo_sop(database_url: str) -> dict[str, str]:
+    """Original SOP Instance UID of each written object, from the index's instance table."""
+    async def fetch() -> dict[str, str]:
+        connection = await asyncpg.connect(database_url)
+        try:
+            rows = await connection.fetch(
+                "SELECT pseudo_sop_instance_uid, original_sop_instance_uid FROM instance")
+        finally:
+            await connection.close()
+        return {r["pseudo_sop_instance_uid"]: r["original_sop_instance_uid"] for r in rows}
+
+    return asyncio.run(fetch())

@@ -1,7 +1,7 @@
 """The PHI index: site identity and the pseudonyms of patients and studies.
 
-Pseudonymous patient IDs are numbered by the counter 'ptid' (one number per distinct
-original patient ID plus issuer, the counter CTP scripts reach with @integer), safe when
+Pseudonymous patient IDs are numbered by the counter 'patient' (one number per distinct
+original patient ID plus issuer; CTP scripts' @integer counters work the same way), safe when
 many processes ask at once: an insert that loses a race does nothing and the winner's row
 is read back. Date offsets and accession pseudonyms
 are keyed functions of the site secret, so concurrent first requests agree on them too;
@@ -73,11 +73,11 @@ class InstanceRecord:
     script_sha256: str
 
 
-PATIENT_KEY_TYPE = "ptid"
+PATIENT_KEY_TYPE = "patient"
 
 
 def patient_counter_key(key: tuple[str, str]) -> str:
-    """The value under which a patient is numbered in the 'ptid' counter: the patient ID,
+    """The value under which a patient is numbered in the 'patient' counter: the patient ID,
     followed by a backslash and the issuer when there is one."""
     return key[0] if not key[1] else f"{key[0]}\\{key[1]}"
 

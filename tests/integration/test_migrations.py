@@ -53,7 +53,7 @@ def test_patients_numbered_before_the_counters_keep_their_numbers(
             index = PhiIndex(pool)
             old = await index.patient(("OLD-1", ""), "")
             new = await index.patient(("NEW-1", ""), "")
-            counted = await index.integer("ptid", "OLD-1")
+            counted = await index.integer("patient", "OLD-1")
             return old.pseudo_patient_id, new.pseudo_patient_id, str(counted)
         finally:
             await pool.close()

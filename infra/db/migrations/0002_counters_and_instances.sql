@@ -1,7 +1,7 @@
 -- Counters of CTP @integer(Element, KeyType, width): one number per (key type, value),
 -- counting up per key type, shared by every worker and kept across restarts.
--- Pseudonymous patient numbers are the counter of key type 'ptid', keyed by patient ID,
--- so a CTP script's @integer(PatientID,"ptid",6) and the built-in profile agree.
+-- Pseudonymous patient numbers of the built-in profile are the counter of key type
+-- 'patient', keyed by patient ID (and issuer).
 
 CREATE TABLE IF NOT EXISTS integer_key_type (
     key_type    text PRIMARY KEY,
@@ -17,13 +17,13 @@ CREATE TABLE IF NOT EXISTS integer_value (
     UNIQUE (key_type, value)
 );
 
--- Carry patients numbered before this migration over to the 'ptid' counter.
+-- Carry patients numbered before this migration over to the 'patient' counter.
 INSERT INTO integer_key_type (key_type, last_value)
-SELECT 'ptid', coalesce(max(split_part(pseudo_patient_id, '-', 2)::bigint), 0) FROM patient
+SELECT 'patient', coalesce(max(split_part(pseudo_patient_id, '-', 2)::bigint), 0) FROM patient
 ON CONFLICT (key_type) DO NOTHING;
 
 INSERT INTO integer_value (key_type, key_value, value)
-SELECT 'ptid',
+SELECT 'patient',
        CASE WHEN original_issuer = '' THEN original_patient_id
             ELSE original_patient_id || '\' || original_issuer END,
        split_part(pseudo_patient_id, '-', 2)::bigint
