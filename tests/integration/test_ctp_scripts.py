@@ -182,7 +182,8 @@ def test_two_processes_running_the_java_script_agree_on_counter_uids(
         [sys.executable, "-m", "services.cli", "deidentify", str(half), "--out",
          str(tmp_path / f"o{k}"), "--data-dir", str(tmp_path / f"d{k}"), "--jobs", "1",
          "--no-progress", "--script", str(JAVA)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for k, half in enumerate(halves)]
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        for k, half in enumerate(halves)]
     for run in runs:
         _, err = run.communicate(timeout=120)
         assert run.returncode == 0, err.decode(errors="replace")[-2000:]
