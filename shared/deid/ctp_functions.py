@@ -14,7 +14,7 @@ import math
 import re
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import NoReturn
 
@@ -54,6 +54,7 @@ class Evaluation:
     lookup: LookupTable | None
     scripts: dict[int, Script] = field(default_factory=dict)
     process: bool = False
+    nested: int = 0  # scripts of other elements being evaluated for this one (@hashuid)
 
     # ---- reading values -------------------------------------------------------------
     def element_for(self, name: str) -> tuple[Element | None, DicomObject]:
@@ -151,14 +152,25 @@ def fn_hashuid(e: Evaluation, call: Call) -> str:
     if uid is None:
         return REMOVE
     if len(call.args) > 2:
-        other, _ = e.element_for(call.arg(2))
-        script = e.scripts.get(other.tag) if other is not None else None
-        if script is not None:
-            uid += e.evaluate(script)
+        uid += _script_of(e, call.arg(2))
     if not prefix.endswith("."):
         prefix += "."
     digits = usmd5(uid)
     return (prefix + ("9" if digits.startswith("0") else "") + digits)[:64]
+
+
+def _script_of(e: Evaluation, name: str) -> str:
+    """The result of the script of the element ``name`` (present or not), or ''."""
+    bare = name.strip().removeprefix("root:").strip()
+    tag = e.tag if bare in ("", "this") else element_ref(bare).tag
+    script = e.scripts.get(tag) if tag is not None else None
+    if tag is None or script is None:
+        return ""
+    if tag == e.tag or e.nested >= 8:
+        return e.fail("@hashuid includes the result of a script that includes its own")
+    other, _ = e.element_for(name)
+    inner = replace(e, element=other, tag=tag, element_name=name.strip(), nested=e.nested + 1)
+    return inner.evaluate(script)
 
 
 # ---- dates -----------------------------------------------------------------------------
@@ -174,8 +186,12 @@ def _shift_values(text: str, days: int) -> str:
             moved = _lenient(year, month, day) + timedelta(days=days)
         except (ValueError, OverflowError):
             raise ValueError("not a date") from None
-        out.append(moved.strftime("%Y%m%d") + part.strip()[8:])
+        out.append(_dicom_date(moved) + part.strip()[8:])
     return "\\".join(out)
+
+
+def _dicom_date(day: date) -> str:
+    return f"{day.year:04d}{day.month:02d}{day.day:02d}"
 
 
 def _lenient(year: int, month: int, day: int) -> date:
@@ -241,9 +257,9 @@ def fn_modifydate(e: Evaluation, call: Call) -> str:
             year, month, day = int(part[0:4]), int(part[4:6]), int(part[6:8])
             numbers = [year, month, day]
             for index, text in enumerate(fields):
-                if text.isdigit():
+                if re.fullmatch(r"[+-]?[0-9]+", text) and int(text) >= 0:
                     numbers[index] = int(text)
-            out.append(_lenient(*numbers).strftime("%Y%m%d") + part[8:])
+            out.append(_dicom_date(_lenient(*numbers)) + part[8:])
         except (ValueError, OverflowError):
             return EMPTY
     return "\\".join(out)
@@ -257,12 +273,12 @@ def fn_dateinterval(e: Evaluation, call: Call) -> str:
         moment = datetime.strptime(day_text, "%Y%m%d")
         month, day, year = (int(p) for p in (base_text or "").split("/"))
         days = round((moment - datetime(year, month, day)).total_seconds() / 86400)
+        if len(call.args) > 3:
+            return _shift_values(e.param(call.arg(3)), days)
     except ValueError:
         raise ScriptQuarantine(
             f"{e.element_name}: @dateinterval has no base date or an unreadable date"
         ) from None
-    if len(call.args) > 3:
-        return _shift_values(e.param(call.arg(3)), days)
     return str(days)
 
 
@@ -293,8 +309,7 @@ def fn_value(e: Evaluation, call: Call) -> str:
 
 
 def fn_truncate(e: Evaluation, call: Call) -> str:
-    element, obj = e.element_for(call.arg(0))
-    text = value(obj, element) if element is not None else ""
+    text = e.contents(call.arg(0))
     if len(call.args) < 2:
         return text
     try:
@@ -418,7 +433,7 @@ def _condition(e: Evaluation, call: Call) -> bool:
     if len(call.args) < 2:
         return False
     name = call.arg(0)
-    condition = call.args[1].strip().lower()
+    condition = call.args[1].strip()
     if condition == "exists":
         element, _ = e.element_for(name)
         return element is not None
@@ -445,8 +460,10 @@ def _condition(e: Evaluation, call: Call) -> bool:
 
 
 def _digits(text: str) -> int:
-    only = "".join(c for c in text if c.isdigit())
-    return int(only) if only and len(only) < 19 else 0
+    """The number made of the ASCII digits of ``text``; 0 if none or too large for a
+    Java int (CTP's StringUtil.getInt)."""
+    number = int("".join(re.findall("[0-9]", text)) or "0")
+    return number if number <= 0x7FFFFFFF else 0
 
 
 def fn_if(e: Evaluation, call: Call) -> str:

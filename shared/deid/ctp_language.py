@@ -224,6 +224,8 @@ def _check(call: Call, parameters: set[str], position: int) -> None:
     for index in ELEMENT_ARGUMENTS.get(call.name, ()):
         if index < len(call.args):
             check_element_name(call.arg(index), position)
+    if call.name == "incrementdate" and len(call.args) > 2:
+        check_element_name(call.arg(1), position)  # the key element of the lookup form
     if call.name == "lookup" and call.args:
         for name in call.arg(0).split("|"):
             check_element_name(name, position)
