@@ -46,7 +46,6 @@ ELEMENT_ARGUMENTS: dict[str, tuple[int, ...]] = {
 PARAMETER_ARGUMENTS: dict[str, tuple[int, ...]] = {
     "param": (0,), "hash": (1,), "hashname": (1, 2), "hashptid": (0, 2), "hashuid": (0,),
     "incrementdate": (1, 2), "modifydate": (1, 2, 3), "dateinterval": (3,), "round": (1,),
-    "if": (2,),
 }
 
 _NAME = re.compile(r"[A-Za-z]+")

@@ -35,6 +35,7 @@ from shared.deid.rules import (
     Action,
     ActionResult,
     Addition,
+    AppendItems,
     Kind,
     Outcome,
     Recurse,
@@ -59,7 +60,12 @@ _FORMATS = {
     "DT": re.compile(r"^\d{4,14}(\.\d{1,6})?([+-]\d{4})?$"),
     "TM": re.compile(r"^\d{2}(:?\d{2}(:?\d{2}(\.\d{1,6})?)?)?$"),
 }
-_METHOD_MEANINGS = dict(METHOD_CODES.values())
+# PS3.16 CID 7050, the codes CTP knows (113100-113112).
+_METHOD_MEANINGS = {
+    **dict(METHOD_CODES.values()),
+    "113101": "Clean Pixel Data Option",
+    "113102": "Clean Recognizable Visual Features Option",
+}
 
 
 class _Script:
@@ -146,11 +152,19 @@ class MethodCodesAction(Action):
     def describe(self) -> str:
         return f"code items: {self.entry.text}"
 
-    def items(self, ctx: ObjectContext, element: Element | None) -> SequenceItems | None:
+    def items(self, ctx: ObjectContext, element: Element | None) -> SequenceItems:
+        return self._codes(ctx, element)[1]
+
+    def _codes(self, ctx: ObjectContext, element: Element | None) -> tuple[bool, SequenceItems]:
+        """(whether the codes start with ``reset``, the new items)."""
         result = self.shared.evaluation(ctx, element, self.entry).evaluate(self.entry.script)
         items: SequenceItems = []
+        reset = False
         for code in (c.strip() for c in result.strip().split("/")):
-            if not code or code.lower() == "reset":
+            if code.lower() == "reset":
+                reset, items = True, []
+                continue
+            if not code:
                 continue
             meaning = _METHOD_MEANINGS.get(code)
             items.append([
@@ -158,7 +172,7 @@ class MethodCodesAction(Action):
                 (0x00080102, "SH", "DCM" if meaning else "UNKNOWN"),
                 (0x00080104, "LO", meaning or "UNKNOWN"),
             ])
-        return items
+        return reset, items
 
     def compute(self, ctx: ObjectContext, element: Element) -> ActionResult:
         text = self.entry.text.strip()
@@ -166,7 +180,8 @@ class MethodCodesAction(Action):
             return Outcome.KEEP
         if text == REMOVE:
             return None
-        return self.items(ctx, element)
+        reset, items = self._codes(ctx, element)
+        return items if reset or element.items is None else AppendItems(items)
 
 
 def _creation(entry: ScriptEntry, shared: _Script, vr: str) -> Callable[
@@ -242,12 +257,14 @@ def compile_script(
     rules.unspecified = REMOVE_ACTION if unspecified_removed else COPY
     for tag in _ALWAYS_KEPT_TAGS:
         rules.by_tag.setdefault(tag, COPY)
+    # Overlay removal first: it wins over kept groups, as in CTP.
+    rules.masked.append((0xFF000000, 0x60000000, REMOVE_ACTION if "overlays" in remove else COPY))
     for group in {*script.keep_groups, *_ALWAYS_KEPT_GROUPS}:
         rules.masked.append((0xFFFF0000, group << 16, COPY))
-    rules.masked.append((0xFF000000, 0x60000000, REMOVE_ACTION if "overlays" in remove else COPY))
     if "curves" not in remove:
         rules.masked.append((0xFF000000, 0x50000000, COPY))
-    rules.private = REMOVE_ACTION if "privategroups" in remove else COPY
+    removes_private = "privategroups" in remove or unspecified_removed
+    rules.private = REMOVE_ACTION if removes_private else COPY
     rules.private_by_creator = _private_rule(script, private_scripts)
     return rules
 

@@ -113,8 +113,8 @@ def _resolve_target(entry: ScriptEntry) -> None:
     except UnknownElement:
         try:
             ref = element_ref(f"{target[:4]},{target[4:]}")
-        except UnknownElement as exc:
-            raise ScriptSyntaxError(f"cannot read the element {target!r}: {exc}", 0) from None
+        except UnknownElement:
+            raise ScriptSyntaxError(f"unknown element {target!r}", 0) from None
     step = ref.steps[-1]
     if len(ref.steps) != 1:
         raise ScriptSyntaxError("a script applies to one element, not a sequence path", 0)
@@ -152,7 +152,7 @@ def _read_xml(text: str, script: AnonymizerScript) -> None:
         found = lines[kind]
         line = found[counters[kind]] if counters[kind] < len(found) else 0
         counters[kind] += 1
-        enabled = child.get("en", "T") == "T"
+        enabled = child.get("en") == "T"  # CTP: anything but exactly "T" is off
         target = child.get("t", "")
         if kind == "p":
             script.params[target] = child.text or ""

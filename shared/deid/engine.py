@@ -16,6 +16,7 @@ from shared.deid.rules import (
     Action,
     ActionResult,
     Addition,
+    AppendItems,
     Kind,
     Outcome,
     RuleSet,
@@ -295,6 +296,10 @@ class Engine:
             out.append(encode.text_element(tag, vr, value, syntax))
         elif isinstance(value, bytes):
             out.append(encode.element(tag, vr, value, syntax))
+        elif isinstance(value, AppendItems):
+            kept = [ctx.obj.buffer[i.start : i.end] for i in element.items or ()]
+            same_encoding = (element.item_syntax or syntax) == syntax
+            self._items(tag, value.items, syntax, out, kept if same_encoding else [])
         elif isinstance(value, Typed):
             out.append(encode.text_element(tag, value.vr, value.value, syntax))
         elif value is Outcome.KEEP:
@@ -339,9 +344,17 @@ class Engine:
             self._items(addition.tag, value, syntax, out)
 
     @staticmethod
-    def _items(tag: int, items: SequenceItems, syntax: Syntax, out: list[bytes]) -> None:
-        """Write a sequence of new items made of text elements."""
+    def _items(
+        tag: int,
+        items: SequenceItems,
+        syntax: Syntax,
+        out: list[bytes],
+        kept: list[bytes] | None = None,
+    ) -> None:
+        """Write a sequence of new items made of text elements, after ``kept`` items
+        copied as they were."""
         out.append(encode.sequence_start(tag, "SQ", syntax))
+        out.extend(kept or ())
         for fields in items:
             out.append(encode.item_start(syntax))
             for item_tag, vr, text in fields:

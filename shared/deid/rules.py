@@ -50,7 +50,16 @@ class Typed:
 
 # Items of a sequence to write: each a list of (tag, VR, text value).
 SequenceItems = list[list[tuple[int, str, str]]]
-ActionResult = str | bytes | None | Outcome | Typed | SequenceItems
+
+
+@dataclass(frozen=True, slots=True)
+class AppendItems:
+    """Keep a sequence's items as they are and add new ones after them."""
+
+    items: SequenceItems
+
+
+ActionResult = str | bytes | None | Outcome | Typed | AppendItems | SequenceItems
 
 
 class TextTreatment(Enum):

@@ -93,9 +93,12 @@ class Element:
 
 @dataclass(slots=True)
 class Item:
-    """A data set: the top level of an object or one item of a sequence."""
+    """A data set: the top level of an object or one item of a sequence; a sequence item
+    also knows where it lies in the buffer, header and delimiter included."""
 
     elements: dict[int, Element] = field(default_factory=dict)
+    start: int = -1
+    end: int = -1
 
 
 @dataclass(slots=True)
@@ -266,6 +269,7 @@ class _Reader:
                 return items, pos + 8
             if tag != ITEM:
                 raise Malformed(f"expected a sequence item at byte {pos}")
+            start = pos
             if length == UNDEFINED_LENGTH:
                 item, pos = self.dataset(pos + 8, end, syntax, in_item=True)
             else:
@@ -273,6 +277,7 @@ class _Reader:
                     raise Truncated(f"sequence item at byte {pos} runs past the end of its data")
                 item, _ = self.dataset(pos + 8, pos + 8 + length, syntax, in_item=False)
                 pos += 8 + length
+            item.start, item.end = start, pos
             items.append(item)
         if not defined:
             raise Truncated("the data ends before the end of a sequence")

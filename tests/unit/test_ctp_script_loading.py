@@ -188,8 +188,6 @@ def test_a_disabled_entry_counts_as_unscripted() -> None:
     assert "PatientName" not in removed
 
 
-@pytest.mark.xfail(strict=True, reason="ctp_script reads <e> without an en attribute as "
-                   "enabled; CTP enables an entry only when en is exactly T")
 def test_an_entry_without_en_is_disabled() -> None:
     out = run(dataset(), '<script>\n<e t="00100010">@empty()</e>\n</script>\n')
     assert out.PatientName == "Smith^John^Q"
@@ -232,8 +230,6 @@ def test_private_groups_stay_without_a_switch() -> None:
     assert out[0x0009, 0x1001].value == "secret"
 
 
-@pytest.mark.xfail(strict=True, reason="ctp_rules keeps unscripted private elements when "
-                   "only remove.unspecifiedelements is set; CTP removes them")
 def test_remove_unspecified_elements_removes_unscripted_private_elements() -> None:
     out = run(_with_privates(), xml(remove("unspecifiedelements")))
     assert not any(e.tag.is_private for e in out)
@@ -332,15 +328,11 @@ def test_method_codes_after_reset_replace_an_existing_sequence() -> None:
     assert [code for code, _, _ in _codes(out)] == ["113100"]
 
 
-@pytest.mark.xfail(strict=True, reason="ctp_rules replaces an existing "
-                   "DeIdentificationMethodCodeSeq; CTP appends the new items to it")
 def test_method_codes_are_appended_to_an_existing_sequence() -> None:
     out = only(_coded("113101"), CODES, "113100")
     assert [code for code, _, _ in _codes(out)] == ["113101", "113100"]
 
 
-@pytest.mark.xfail(strict=True, reason="the code table lacks 113101 and 113102, which "
-                   "CTP's table has")
 def test_every_ps3_16_method_code_has_its_meaning() -> None:
     out = only(dataset(), CODES, "113101/113102")
     assert [scheme for _, scheme, _ in _codes(out)] == ["DCM", "DCM"]
