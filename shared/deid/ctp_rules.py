@@ -51,6 +51,7 @@ from shared.deid.standard import safe_private
 from shared.dicom.parse import Element
 
 DEIDENTIFICATION_METHOD_CODES = 0x00120064
+PATIENT_ID = 0x00100020
 _ALWAYS_KEPT_TAGS = (0x00080016, 0x00080018, 0x0020000D)
 _ALWAYS_KEPT_GROUPS = (0x0002, 0x0028, 0x7FE0)
 _NUMERIC_VRS = frozenset({"US", "SS", "UL", "SL", "FL", "FD", "UV", "SV"})
@@ -307,7 +308,13 @@ def _compile_rsna(script: AnonymizerScript, shared: _Script, rules: RuleSet) -> 
             rules.by_tag[entry.tag] = Recurse(TextTreatment.NONE, "K") if _vr(
                 entry.tag) == "SQ" else COPY
         else:
-            rules.by_tag[entry.tag] = ScriptAction(entry, shared)
+            action = ScriptAction(entry, shared)
+            rules.by_tag[entry.tag] = action
+            if entry.tag == PATIENT_ID:
+                # The RSNA Anonymizer gives objects without a Patient ID one (PS3.3 Type 2).
+                rules.additions.append(Addition(
+                    entry.tag, "LO", _creation(entry, shared, "LO"), entry.text,
+                    only_if_absent=True))
     rules.unspecified = REMOVE_ACTION
     rules.private = REMOVE_ACTION
     return rules

@@ -18,7 +18,7 @@ from shared.index.connect import open_index
 from shared.index.phi_index import PhiIndex
 from tests import synth
 from tests.conftest import SAMPLES
-from tests.helpers import deidentify, originals_by_pseudo_sop, outputs, read
+from tests.helpers import dcmdump_errors, deidentify, originals_by_pseudo_sop, outputs, read
 
 pytestmark = pytest.mark.integration
 
@@ -192,3 +192,32 @@ def test_two_processes_running_the_java_script_agree_on_counter_uids(
     assert len({str(ds.StudyInstanceUID) for ds in written}) == 1
     assert len({str(ds.SeriesInstanceUID) for ds in written}) == 1
     assert len({str(ds.SOPInstanceUID) for ds in written}) == 40
+
+
+@pytest.mark.parametrize("script", [JAVA, PYTHON], ids=["java", "python"])
+def test_rsna_scripts_over_every_real_sample_leave_no_handled_phi(
+    tmp_path: Path, index_env: str, script: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared.deid.ctp_script import load_script
+
+    monkeypatch.setenv("SITE_ID", "123456")
+    out, data = tmp_path / "out", tmp_path / "data"
+    assert deidentify([SAMPLES], out, data, "--extensions", "*", "--script", str(script),
+                      "--accept-structured-reports", "--accept-secondary-captures",
+                      "--jobs", "2") == 0
+    loaded = load_script(script)
+    removed = {e.tag for e in loaded.entries
+               if (e.enabled or loaded.dialect == "rsna") and "@remove" in e.text}
+    listed = {e.tag for e in loaded.entries}
+    written = outputs(out)
+    assert len(written) > 200
+    for path in written:
+        ds = read(path)
+        if "PatientID" in ds or loaded.dialect == "rsna":  # CTP creates nothing unasked
+            assert ds.PatientID.startswith("123456-")
+        present = {int(e.tag) for e in ds}
+        assert not present & removed, path.name
+        if loaded.dialect == "rsna":
+            assert present <= listed | {0x00100010, 0x00100020}, path.name
+        assert not any(e.tag.is_private and e.tag.group != 0x0013 for e in ds)
+        assert dcmdump_errors(path) == ""
