@@ -1,11 +1,21 @@
-"""Configuration from the environment (12-factor), validated when a program starts."""
+"""Configuration from the environment (12-factor), validated when a program starts.
+
+Every variable is documented in ``.env.example``. A program that finds a value it cannot
+use stops at once with a message listing every problem (:func:`load_settings`).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.deid.profile import ProfileOptions
+
+
+class ConfigurationError(Exception):
+    """The environment holds values the program cannot use; the message lists them all."""
 
 
 class Settings(BaseSettings):
@@ -13,6 +23,7 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
 
+    # The PHI index
     database_url: str | None = Field(
         default=None, description="PostgreSQL URL of the PHI index; unset: embedded server"
     )
@@ -20,8 +31,49 @@ class Settings(BaseSettings):
         default=None, description="six-digit SITEID to use at first start (then fixed)"
     )
     data_dir: Path = Field(
-        default=Path("data"), description="embedded database, quarantine and reports"
+        default=Path("data"), description="embedded database, objects, quarantine, reports"
     )
+
+    # Broker
+    amqp_url: str | None = Field(default=None, description="RabbitMQ URL; unset: in-process")
+    queue_prefix: str = ""
+    max_deliveries: int = Field(default=5, ge=1, le=100)
+
+    # Object store
+    s3_endpoint: str | None = Field(default=None, description="host:port of MinIO/S3")
+    s3_access_key: str = ""
+    s3_secret_key: str = ""
+    s3_secure: bool = False
+    bucket_incoming: str = "incoming"
+    bucket_deidentified: str = "deidentified"
+    bucket_quarantine: str = "quarantine"
+    bucket_exports: str = "exports"
+
+    # Storage SCP
+    scp_host: str = "0.0.0.0"
+    scp_port: int = Field(default=11112, ge=1, le=65535)
+    scp_ae_title: str = "ANONSCP"
+    scp_allowed_aets: str = Field(default="", description="comma-separated; empty: any")
+    scp_allowed_hosts: str = Field(default="", description="comma-separated; empty: any")
+    scp_spool_dir: Path | None = None
+
+    # De-identification
+    profile_options: str = Field(
+        default="retain_longitudinal_modified_dates,retain_patient_characteristics",
+        description="comma-separated PS3.15 options of the built-in profile",
+    )
+    script_path: Path | None = None
+    script_dialect: str = "auto"
+    filter_path: Path | None = None
+    lookup_table: Path | None = None
+    accept_structured_reports: bool = False
+    accept_secondary_captures: bool = False
+    worker_concurrency: int = Field(default=4, ge=1, le=64)
+
+    # Operations
+    health_host: str = "0.0.0.0"
+    health_port: int = Field(default=8080, ge=0, le=65535)
+    log_level: str = "INFO"
 
     @field_validator("site_id")
     @classmethod
@@ -29,3 +81,70 @@ class Settings(BaseSettings):
         if value is not None and not (len(value) == 6 and value.isdigit()):
             raise ValueError("SITE_ID must be exactly six digits, e.g. 123456")
         return value
+
+    @field_validator("scp_ae_title")
+    @classmethod
+    def _ae_title(cls, value: str) -> str:
+        if not value.strip() or len(value) > 16 or "\\" in value:
+            raise ValueError("an AE title has 1 to 16 characters and no backslash")
+        return value
+
+    @field_validator("profile_options")
+    @classmethod
+    def _options(cls, value: str) -> str:
+        names = set(ProfileOptions.names())
+        unknown = [v for v in _split(value) if v not in names]
+        if unknown:
+            raise ValueError(f"unknown options {unknown}; known: {sorted(names)}")
+        ProfileOptions(**{v: True for v in _split(value)})
+        return value
+
+    @field_validator("script_path", "filter_path", "lookup_table")
+    @classmethod
+    def _readable(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"no such file: {value}")
+        return value
+
+    @field_validator("script_dialect")
+    @classmethod
+    def _dialect(cls, value: str) -> str:
+        if value not in ("auto", "ctp", "rsna"):
+            raise ValueError("SCRIPT_DIALECT is auto, ctp or rsna")
+        return value
+
+    @property
+    def allowed_aets(self) -> list[str]:
+        return _split(self.scp_allowed_aets)
+
+    @property
+    def allowed_hosts(self) -> list[str]:
+        return _split(self.scp_allowed_hosts)
+
+    @property
+    def options(self) -> ProfileOptions:
+        return ProfileOptions(**{name: True for name in _split(self.profile_options)})
+
+
+def _split(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read and validate the settings; raises :class:`ConfigurationError` listing every
+    variable that is wrong, by its environment name."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = [
+            f"{'.'.join(str(p) for p in error['loc']).upper()}: {error['msg']}"
+            for error in exc.errors()
+        ]
+        raise ConfigurationError("invalid configuration: " + "; ".join(problems)) from None
+
+
+def require(settings: Settings, *names: str) -> None:
+    """Stop with one message naming every required variable that is unset."""
+    missing = [n.upper() for n in names if not getattr(settings, n)]
+    if missing:
+        raise ConfigurationError(f"missing configuration: {', '.join(missing)} must be set")

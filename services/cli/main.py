@@ -10,11 +10,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from services.cli.deidentify_folder import deidentify_files
 from services.cli.files import DEFAULT_EXTENSIONS, ExtensionFilter, collect
-from shared.config import Settings
+from shared.config import ConfigurationError, Settings, load_settings
 from shared.deid.ctp_filter import FilterScript, ObjectFilter
 from shared.deid.ctp_script import load_script
 from shared.deid.lookup import LookupTable
@@ -173,11 +171,9 @@ async def _migrate(data_dir: Path, settings: Settings) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        settings = Settings()
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}"
-                             for e in exc.errors())
-        print(f"anon: invalid configuration: {problems}", file=sys.stderr)
+        settings = load_settings()
+    except ConfigurationError as exc:
+        print(f"anon: {exc}", file=sys.stderr)
         return 2
     try:
         if args.command == "deidentify":
