@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
 import time
@@ -20,6 +21,7 @@ from shared.deid.profile import ProfileOptions, describe_profile
 from shared.index.connect import open_index
 from shared.index.database import DatabaseUnavailable
 from shared.index.phi_index import SiteConflict
+from shared.observability.logging import configure_logging
 
 _OPTION_FLAGS = {
     "retain_safe_private": "keep the safe private attributes of Table E.3.10-1",
@@ -115,6 +117,29 @@ def build_parser() -> argparse.ArgumentParser:
                         help="do not refuse Secondary Captures (ImageType contains SECONDARY)")
     _add_profile_arguments(deid)
 
+    serve = commands.add_parser(
+        "serve", help="run the whole system in one process (Storage SCP and workers)")
+    serve.add_argument("--data-dir", type=Path, help="embedded index and objects (./data)")
+    serve.add_argument("--port", type=int, help="Storage SCP port (SCP_PORT, 11112)")
+    serve.add_argument("--aet", help="Storage SCP AE title (SCP_AE_TITLE, ANONSCP)")
+    serve.add_argument("--health-port", type=int, help="health/metrics port (HEALTH_PORT)")
+
+    importer = commands.add_parser("import", help="send local files into a running system")
+    importer.add_argument("sources", nargs="+", type=Path, metavar="PATH")
+    importer.add_argument("--recursive", "-r", action="store_true")
+    importer.add_argument("--extensions", default=DEFAULT_EXTENSIONS)
+    importer.add_argument("--host", default="127.0.0.1",
+                          help="SCP of a running 'anon serve' (without AMQP_URL/S3_ENDPOINT)")
+    importer.add_argument("--port", type=int, default=11112)
+    importer.add_argument("--aet", default="ANONSCP", help="called AE title")
+    importer.add_argument("--no-progress", action="store_true")
+
+    status = commands.add_parser("status", help="counts of a running system")
+    status.add_argument("--data-dir", type=Path, help="an embedded system's data folder")
+    status.add_argument("--json", action="store_true", help="as JSON")
+
+    commands.add_parser("conformance", help="print the Storage SCP's conformance statement")
+
     migrate = commands.add_parser("migrate", help="create or upgrade the PHI index schema")
     migrate.add_argument("--data-dir", type=Path)
 
@@ -162,6 +187,59 @@ def _run_deidentify(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _run_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from services.cli.serve import serve
+
+    updates = {k: v for k, v in {"data_dir": args.data_dir, "scp_port": args.port,
+                                 "scp_ae_title": args.aet,
+                                 "health_port": args.health_port}.items() if v is not None}
+    configure_logging("anon-serve", settings.log_level)
+    asyncio.run(serve(settings.model_copy(update=updates)))
+    return 0
+
+
+def _run_import(args: argparse.Namespace, settings: Settings) -> int:
+    from services.cli.importer import import_cstore, import_direct
+
+    try:
+        files = collect(args.sources, ExtensionFilter(args.extensions), args.recursive)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"anon import: {exc}", file=sys.stderr)
+        return 2
+    if not files:
+        print("anon import: no input files match", file=sys.stderr)
+        return 1
+    progress = not args.no_progress
+    try:
+        if settings.amqp_url and settings.s3_endpoint:
+            summary = asyncio.run(import_direct(files, settings, progress))
+        else:
+            summary = import_cstore(files, args.host, args.port, args.aet, progress)
+    except (ConnectionError, ValueError) as exc:
+        print(f"anon import: {exc}", file=sys.stderr)
+        return 3
+    print("\n".join(summary.lines()))
+    return 0 if not summary.failed else 1
+
+
+def _run_status(args: argparse.Namespace, settings: Settings) -> int:
+    async def counts() -> dict[str, int]:
+        opened = await open_index(args.data_dir or settings.data_dir, settings.database_url,
+                                  max_connections=1)
+        try:
+            return await opened.index.pipeline_counts()
+        finally:
+            await opened.close()
+
+    found = asyncio.run(counts())
+    if args.json:
+        print(json.dumps(found))
+    else:
+        for name, value in found.items():
+            print(f"{name + ':':<14}{value}")
+    return 0
+
+
 async def _migrate(data_dir: Path, settings: Settings) -> None:
     opened = await open_index(data_dir, settings.database_url, settings.site_id)
     print(f"PHI index ready; SITEID {opened.site.site_id}")
@@ -178,6 +256,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "deidentify":
             return _run_deidentify(args, settings)
+        if args.command == "serve":
+            return _run_serve(args, settings)
+        if args.command == "import":
+            return _run_import(args, settings)
+        if args.command == "status":
+            return _run_status(args, settings)
+        if args.command == "conformance":
+            from services.scp_ingest.conformance import conformance_statement
+
+            sys.stdout.write(conformance_statement())
+            return 0
         if args.command == "migrate":
             asyncio.run(_migrate(args.data_dir or settings.data_dir, settings))
             return 0

@@ -257,6 +257,39 @@ class PhiIndex:
         self._studies[original_study_uid] = record
         return record
 
+    async def record_received(
+        self, key: str, source: str, calling_ae: str, size_bytes: int
+    ) -> None:
+        """Note that an object was received (again: nothing changes)."""
+        async with self.pool.acquire() as connection:
+            await connection.execute(
+                "INSERT INTO received_object (key, source, calling_ae, size_bytes)"
+                " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                key, source, calling_ae, size_bytes,
+            )
+
+    async def record_quarantined(self, key: str, stage: str, code: str, reason: str) -> None:
+        """Note that an object was refused, with the reason (first reason kept)."""
+        async with self.pool.acquire() as connection:
+            await connection.execute(
+                "INSERT INTO quarantined_object (key, stage, reason_code, reason)"
+                " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                key, stage, code, reason,
+            )
+
+    async def pipeline_counts(self) -> dict[str, int]:
+        """Objects received, de-identified and quarantined so far."""
+        async with self.pool.acquire() as connection:
+            row = await connection.fetchrow(
+                "SELECT (SELECT count(*) FROM received_object) AS received,"
+                " (SELECT count(*) FROM instance) AS deidentified,"
+                " (SELECT count(*) FROM quarantined_object) AS quarantined,"
+                " (SELECT count(*) FROM patient) AS patients,"
+                " (SELECT count(*) FROM study) AS studies"
+            )
+        assert row is not None
+        return dict(row)
+
     async def counts(self) -> dict[str, int]:
         async with self.pool.acquire() as connection:
             row = await connection.fetchrow(

@@ -42,7 +42,17 @@ class Pseudonymizer:
 
     async def deidentify(self, data: bytes) -> Deidentified:
         """Filter and de-identify PS3.10 bytes; raises ``RejectedObject`` (``FilteredOut``
-        for objects the filter refuses) with the reason."""
+        for objects the filter refuses) with the reason. The instance record is written
+        with the next batch (see :meth:`flush`)."""
+        result, record = await self.prepare(data)
+        self._pending.append(record)
+        if len(self._pending) >= self.batch_size:
+            await self.flush()
+        return result
+
+    async def prepare(self, data: bytes) -> tuple[Deidentified, InstanceRecord]:
+        """Filter and de-identify, returning the instance record for the caller to write
+        once the result is stored (``PhiIndex.record_instances``)."""
         obj = self.engine.read(data)
         self.object_filter.check(obj)
         ident = identity(obj)
@@ -65,8 +75,7 @@ class Pseudonymizer:
             pseudo_study_date=result.study_date,
             original_accession=ident.accession_number,
         )
-        self._pending.append(
-            InstanceRecord(
+        return result, InstanceRecord(
                 original_study_uid=ident.study_instance_uid,
                 original_sop_instance_uid=ident.sop_instance_uid,
                 pseudo_sop_instance_uid=result.sop_instance_uid,
@@ -76,13 +85,9 @@ class Pseudonymizer:
                 sop_class_uid=result.sop_class_uid,
                 modality=result.modality,
                 size_bytes=len(result.data),
-                script_name=self.rules.name,
-                script_sha256=self.rules.sha256,
-            )
+            script_name=self.rules.name,
+            script_sha256=self.rules.sha256,
         )
-        if len(self._pending) >= self.batch_size:
-            await self.flush()
-        return result
 
     async def _run_engine(self, obj: DicomObject, pseudonyms: Pseudonyms) -> Deidentified:
         """Run the engine, allocating the counter values it asks for (at most twice: the

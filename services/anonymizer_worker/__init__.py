@@ -1,0 +1,1 @@
+"""anonymizer-worker: de-identifies received objects from the anonymize queue."""

@@ -1,0 +1,3 @@
+from services.anonymizer_worker.app import main
+
+main()

@@ -1,0 +1,87 @@
+"""Handling one message of the anonymize queue.
+
+Fetch the received object, filter and de-identify it (built-in profile or site script),
+store the result in the de-identified bucket under patient / study / series / instance,
+record it in the index, announce it on the relink queue, and only then acknowledge.
+Refused objects go to the quarantine bucket with their reason and are acknowledged; any
+other failure returns the message to the queue, and after a bounded number of deliveries
+the broker moves it to the dead-letter queue. Redelivery is harmless: the output key and
+bytes are the same, and the index ignores an instance it already holds.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from shared.dicom.errors import RejectedObject
+from shared.index.pseudonymizer import Pseudonymizer
+from shared.messaging import Broker, Message
+from shared.messaging.topology import RELINK
+from shared.observability.logging import correlation, log_fields
+from shared.observability.metrics import DEIDENTIFIED, DEIDENTIFY_SECONDS, QUARANTINED
+from shared.storage import Buckets, ObjectNotFound, ObjectStore
+
+log = logging.getLogger(__name__)
+
+
+def output_key(patient_id: str, study_uid: str, series_uid: str, sop_uid: str) -> str:
+    return f"{patient_id or 'unknown'}/{study_uid}/{series_uid}/{sop_uid}.dcm"
+
+
+class AnonymizerWorker:
+    """The message handler; one instance serves any number of concurrent consumers."""
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        buckets: Buckets,
+        broker: Broker,
+        pseudonymizer: Pseudonymizer,
+    ) -> None:
+        self.store = store
+        self.buckets = buckets
+        self.broker = broker
+        self.pseudonymizer = pseudonymizer
+
+    async def handle(self, message: Message) -> None:
+        key = str(message.body["key"])
+        bucket = str(message.body.get("bucket") or self.buckets.incoming)
+        with correlation(message.correlation_id):
+            started = time.perf_counter()
+            try:
+                data = await self.store.get(bucket, key)
+            except ObjectNotFound:
+                # Announced but gone: an ingest that was rolled back. Nothing to do.
+                log.warning("announced object not found", extra=log_fields(key=key))
+                return
+            index = self.pseudonymizer.index
+            await index.record_received(key, str(message.body.get("source", "")), "", len(data))
+            try:
+                result, record = await self.pseudonymizer.prepare(data)
+            except RejectedObject as exc:
+                await self._quarantine(key, data, exc)
+                return
+            target = output_key(result.patient_id, result.study_instance_uid,
+                                result.series_instance_uid, result.sop_instance_uid)
+            await self.store.put(self.buckets.deidentified, target, result.data)
+            await index.record_instances([record])
+            await self.broker.publish(
+                RELINK,
+                {"bucket": self.buckets.deidentified, "key": target,
+                 "study": result.study_instance_uid, "series": result.series_instance_uid,
+                 "instance": result.sop_instance_uid, "sop_class": result.sop_class_uid,
+                 "modality": result.modality},
+                correlation_id=message.correlation_id,
+            )
+            DEIDENTIFIED.inc()
+            DEIDENTIFY_SECONDS.observe(time.perf_counter() - started)
+            log.info("de-identified", extra=log_fields(key=key, delivery=message.delivery_count))
+
+    async def _quarantine(self, key: str, data: bytes, exc: RejectedObject) -> None:
+        await self.store.put(self.buckets.quarantine, key, data,
+                             {"stage": "deidentify", "reason-code": exc.code,
+                              "reason": exc.reason})
+        await self.pseudonymizer.index.record_quarantined(key, "deidentify", exc.code, exc.reason)
+        QUARANTINED.labels(stage="deidentify", reason_code=exc.code).inc()
+        log.info("quarantined", extra=log_fields(key=key, reason_code=exc.code))

@@ -1,0 +1,41 @@
+"""``anon serve``: the whole system in one process on embedded defaults.
+
+In-process queues, objects in ``DATA_DIR/objects``, the embedded PostgreSQL (or
+``DATABASE_URL``), the Storage SCP and the anonymizer workers, with the health endpoints.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from services.anonymizer_worker.worker import AnonymizerWorker
+from services.scp_ingest.app import start_scp
+from shared.config import Settings
+from shared.messaging.topology import ANONYMIZE
+from shared.observability.health import start_health_server
+from shared.runtime import open_resources, pseudonymizer_from, wait_for_signal
+
+log = logging.getLogger("serve")
+
+
+async def serve(settings: Settings) -> None:
+    """Run until SIGINT or SIGTERM."""
+    embedded = settings.model_copy(update={"amqp_url": None, "s3_endpoint": None})
+    resources = await open_resources(embedded)
+    try:
+        worker = AnonymizerWorker(resources.store, resources.buckets, resources.broker,
+                                  pseudonymizer_from(embedded, resources))
+        consumer = await resources.broker.consume(ANONYMIZE, worker.handle,
+                                                  prefetch=embedded.worker_concurrency)
+        scp = start_scp(embedded, resources)
+        health = await start_health_server(embedded.health_host, embedded.health_port,
+                                           resources.checks())
+        print(f"listening for C-STORE as {embedded.scp_ae_title} on port {scp.port}; "
+              f"SITEID {resources.index.site.site_id}; data in {embedded.data_dir}; "
+              f"health on port {embedded.health_port}", flush=True)
+        await wait_for_signal()
+        scp.stop()
+        await consumer.cancel()
+        await health.cleanup()
+    finally:
+        await resources.close()

@@ -1,0 +1,1 @@
+"""scp-ingest: the Storage SCP that receives objects from PACS and modalities."""

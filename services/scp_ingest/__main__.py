@@ -1,0 +1,3 @@
+from services.scp_ingest.app import main
+
+main()

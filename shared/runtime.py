@@ -1,0 +1,113 @@
+"""Opening what a service needs (index, object store, broker) from its settings, the
+readiness checks over them, and running until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+from shared.config import Settings
+from shared.deid.ctp_filter import FilterScript, ObjectFilter
+from shared.deid.ctp_rules import compile_script
+from shared.deid.ctp_script import load_script
+from shared.deid.lookup import LookupTable
+from shared.deid.profile import build_profile
+from shared.deid.rules import RuleSet
+from shared.index.connect import OpenIndex, open_index
+from shared.index.pseudonymizer import Pseudonymizer
+from shared.messaging import Broker, MemoryBroker, RabbitBroker
+from shared.messaging.topology import Topology
+from shared.observability.health import Check
+from shared.storage import Buckets, ObjectStore, open_store
+
+
+@dataclass
+class Resources:
+    """The backends of one process; close them with :meth:`close`."""
+
+    settings: Settings
+    index: OpenIndex
+    store: ObjectStore
+    buckets: Buckets
+    broker: Broker
+
+    def checks(self) -> dict[str, Check]:
+        async def database() -> None:
+            async with self.index.pool.acquire() as connection:
+                await connection.fetchval("SELECT 1")
+
+        return {"database": database, "broker": self.broker.check, "storage": self.store.check}
+
+    async def close(self) -> None:
+        await self.broker.close()
+        await self.store.close()
+        await self.index.close()
+
+
+def buckets(settings: Settings) -> Buckets:
+    return Buckets(settings.bucket_incoming, settings.bucket_deidentified,
+                   settings.bucket_quarantine, settings.bucket_exports)
+
+
+async def open_resources(settings: Settings, broker: Broker | None = None) -> Resources:
+    """Connect to the index, the object store (S3 when ``S3_ENDPOINT`` is set, else the
+    folder ``DATA_DIR/objects``) and the broker (RabbitMQ when ``AMQP_URL`` is set, else
+    in-process queues), creating buckets and topology."""
+    index = await open_index(
+        None if settings.database_url else settings.data_dir, settings.database_url,
+        settings.site_id, max_connections=8,
+    )
+    store = open_store(settings.s3_endpoint, settings.s3_access_key, settings.s3_secret_key,
+                       settings.s3_secure, settings.data_dir / "objects")
+    names = buckets(settings)
+    try:
+        await store.ensure_buckets(names.all())
+        if broker is None:
+            topology = Topology(settings.queue_prefix, settings.max_deliveries)
+            broker = (RabbitBroker(settings.amqp_url, topology) if settings.amqp_url
+                      else MemoryBroker(topology))
+        await broker.connect()
+    except BaseException:
+        await store.close()
+        await index.close()
+        raise
+    return Resources(settings, index, store, names, broker)
+
+
+def rules_from(settings: Settings, site_id: str) -> RuleSet:
+    """The built-in profile with the configured options, or the configured CTP script."""
+    if settings.script_path is None:
+        return build_profile(settings.options)
+    lookup = LookupTable.load(settings.lookup_table) if settings.lookup_table else None
+    script = load_script(settings.script_path, settings.script_dialect)
+    return compile_script(script, site_id, lookup)
+
+
+def filter_from(settings: Settings) -> ObjectFilter:
+    script = None
+    if settings.filter_path is not None:
+        script = FilterScript.parse(Path(settings.filter_path).read_text(encoding="utf-8"))
+    return ObjectFilter(script=script,
+                        reject_structured_reports=not settings.accept_structured_reports,
+                        reject_secondary_captures=not settings.accept_secondary_captures)
+
+
+def pseudonymizer_from(settings: Settings, resources: Resources) -> Pseudonymizer:
+    index = resources.index
+    return Pseudonymizer(index.index, index.site, rules_from(settings, index.site.site_id),
+                         filter_from(settings))
+
+
+async def wait_for_signal() -> None:
+    """Return on SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
