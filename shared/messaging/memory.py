@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import uuid
 from collections import deque
@@ -109,15 +110,20 @@ class MemoryConsumer:
             except BaseException:
                 self._slots.release()
                 raise
-            task = asyncio.create_task(self._deliver(envelope))
+            started: list[bool] = []
+            task = asyncio.create_task(self._deliver(envelope, started))
             self._running.add(task)
-            task.add_done_callback(self._finished)
+            task.add_done_callback(functools.partial(self._finished, envelope, started))
 
-    def _finished(self, task: asyncio.Task[None]) -> None:
+    def _finished(self, envelope: _Envelope, started: list[bool], task: asyncio.Task[None]) -> None:
         self._running.discard(task)
         self._slots.release()
+        if not started:
+            # Cancelled before the handler was even called: not a delivery.
+            self._broker._queues[self._queue].put(envelope, front=True)
 
-    async def _deliver(self, envelope: _Envelope) -> None:
+    async def _deliver(self, envelope: _Envelope, started: list[bool]) -> None:
+        started.append(True)
         envelope.deliveries += 1
         message = envelope.message(self._queue)
         try:
@@ -125,14 +131,17 @@ class MemoryConsumer:
         except asyncio.CancelledError:
             self._broker._return(envelope, self._queue, "handler cancelled")
             raise
-        except Exception:
+        except Exception as exc:
+            # Only the exception's type: its text could quote identifying data.
             log.warning(
-                "handler for %s failed on delivery %d of %d",
+                "handler for %s failed on delivery %d of %d of message %s: %s",
                 self._queue,
                 envelope.deliveries,
                 self._broker.topology.max_deliveries,
-                exc_info=True,
+                envelope.message_id,
+                type(exc).__name__,
             )
+            log.debug("handler failure", exc_info=True)
             self._broker._return(envelope, self._queue, "handler failed")
 
     async def cancel(self) -> None:
@@ -152,7 +161,7 @@ class MemoryConsumer:
             for task in pending:
                 task.cancel()
             if pending:
-                await asyncio.wait(pending)
+                await asyncio.wait(pending, timeout=self._grace)
 
 
 class MemoryBroker:
@@ -175,9 +184,9 @@ class MemoryBroker:
 
     async def close(self) -> None:
         """Cancel every consumer (running handlers get the grace period) and refuse new work."""
-        self._connected = False
         for consumer in list(self._consumers):
             await consumer.cancel()
+        self._connected = False
 
     def _require_connected(self) -> None:
         if not self._connected:
