@@ -30,7 +30,6 @@ from shared.storage import (
 if TYPE_CHECKING:
     from tests.s3_server import S3Control, S3Endpoint, S3StoreFixture
 
-pytest_plugins = ["tests.s3_server"]
 pytestmark = pytest.mark.integration
 
 T = TypeVar("T")

@@ -1,0 +1,151 @@
+"""The deployed pipeline on real services: DCMTK's storescu -> scp-ingest -> RabbitMQ ->
+anonymizer-worker -> S3 and PostgreSQL."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from pydicom.dataset import Dataset
+
+from tests import synth
+from tests.pipeline_support import Pipeline, pipeline  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.integration
+
+
+def _write_series(folder: Path, count: int, parts: int = 1, patient: int = 0) -> list[Path]:
+    folders = [folder / f"part{n}" for n in range(parts)]
+    for f in folders:
+        f.mkdir(parents=True)
+    for n, ds in enumerate(synth.make_ct_series(count, patient_index=patient)):
+        synth.write(ds, folders[n % parts] / f"{n:04d}.dcm")
+    return folders
+
+
+def test_500_objects_from_several_associations_arrive_each_exactly_once(
+    tmp_path: Path, pipeline: Pipeline
+) -> None:
+    folders = _write_series(tmp_path / "in", 500, parts=4)
+    pipeline.start("scp_ingest")
+    pipeline.start("anonymizer_worker", WORKER_CONCURRENCY="4")
+    pipeline.start("anonymizer_worker", WORKER_CONCURRENCY="4")
+    results: list[subprocess.CompletedProcess[str]] = []
+    senders = [threading.Thread(target=lambda f=f: results.append(pipeline.storescu(f)))
+               for f in folders]
+    for sender in senders:
+        sender.start()
+    for sender in senders:
+        sender.join()
+    assert all(r.returncode == 0 for r in results), [r.stderr[-500:] for r in results]
+    counts = pipeline.wait_for(lambda c: c["deidentified"] >= 500)
+    time.sleep(1)  # anything more would be a duplicate
+    counts = pipeline.counts()
+    assert counts["deidentified"] == counts["unique"] == 500
+    assert counts["received"] == 500 and counts["quarantined"] == 0
+    assert len(pipeline.keys(pipeline.buckets.deidentified)) == 500
+    assert pipeline.dead_letters() == 0
+
+
+def test_a_worker_killed_mid_run_loses_nothing(tmp_path: Path, pipeline: Pipeline) -> None:
+    (folder,) = _write_series(tmp_path / "in", 200)
+    pipeline.start("scp_ingest")
+    assert pipeline.storescu(folder).returncode == 0
+    worker = pipeline.start("anonymizer_worker", WORKER_CONCURRENCY="2")
+    pipeline.wait_for(lambda c: c["deidentified"] >= 40)
+    worker.kill()
+    partial = pipeline.counts()["deidentified"]
+    assert partial < 200
+    pipeline.start("anonymizer_worker", WORKER_CONCURRENCY="2")
+    counts = pipeline.wait_for(lambda c: c["deidentified"] >= 200)
+    time.sleep(1)
+    counts = pipeline.counts()
+    assert counts["deidentified"] == counts["unique"] == 200
+    assert len(pipeline.keys(pipeline.buckets.deidentified)) == 200
+    assert pipeline.dead_letters() == 0
+
+
+def test_broker_restart_mid_run_loses_nothing(tmp_path: Path, pipeline: Pipeline) -> None:
+    (folder,) = _write_series(tmp_path / "in", 150)
+    pipeline.start("scp_ingest")
+    pipeline.start("anonymizer_worker", WORKER_CONCURRENCY="2")
+    first = threading.Thread(target=pipeline.storescu, args=(folder,))
+    first.start()
+    pipeline.wait_for(lambda c: c["received"] >= 20)
+    try:
+        subprocess.run(["rabbitmqctl", "stop_app"], check=True, capture_output=True, timeout=120)
+        time.sleep(2)
+    finally:
+        subprocess.run(["rabbitmqctl", "start_app"], check=True, capture_output=True,
+                       timeout=120)
+        subprocess.run(["rabbitmqctl", "await_startup"], check=True, capture_output=True,
+                       timeout=120)
+    first.join()
+    # The sender retries what was refused while the broker was down (storescu: send again).
+    retry = pipeline.storescu(folder)
+    assert retry.returncode == 0, retry.stderr[-800:]
+    counts = pipeline.wait_for(lambda c: c["unique"] >= 150, timeout=180)
+    time.sleep(1)
+    counts = pipeline.counts()
+    assert counts["unique"] == 150 and counts["deidentified"] == 150
+    for process in pipeline.processes:
+        assert process.process.poll() is None, f"{process.name} died"
+
+
+def test_storage_down_answers_failure_and_keeps_nothing(
+    tmp_path: Path, pipeline: Pipeline, s3_control: object
+) -> None:
+    (folder,) = _write_series(tmp_path / "in", 3)
+    pipeline.start("scp_ingest")
+    s3_control.stop()  # type: ignore[attr-defined]
+    try:
+        refused = pipeline.storescu(folder, "-v")
+    finally:
+        s3_control.start()  # type: ignore[attr-defined]
+    output = refused.stdout + refused.stderr
+    assert refused.returncode != 0
+    # storescu stops at the first refusal; the object is refused, nothing is kept
+    assert "Received Store Response (Refused: OutOfResources)" in output
+    assert pipeline.counts()["received"] == 0
+    assert pipeline.keys(pipeline.buckets.incoming) == []
+    pipeline.start("anonymizer_worker")
+    retried = pipeline.storescu(folder)
+    assert retried.returncode == 0, retried.stderr[-800:]
+    counts = pipeline.wait_for(lambda c: c["deidentified"] >= 3)
+    assert counts["deidentified"] == 3
+
+
+def test_invalid_and_filtered_objects_are_quarantined_and_services_keep_running(
+    tmp_path: Path, pipeline: Pipeline
+) -> None:
+    from pynetdicom import AE
+
+    scp = pipeline.start("scp_ingest")
+    worker = pipeline.start("anonymizer_worker")
+    reports = tmp_path / "sr"
+    reports.mkdir()
+    synth.write(synth.make_sr(), reports / "report.dcm")
+    assert pipeline.storescu(reports).returncode == 0
+    # An object without a Study Instance UID: refused by the SCP, kept in quarantine.
+    broken = synth.make_ct_series(1)[0]
+    del broken.StudyInstanceUID
+    ae = AE(ae_title="TESTSCU")
+    ae.add_requested_context(broken.SOPClassUID, broken.file_meta.TransferSyntaxUID)
+    assoc = ae.associate("127.0.0.1", pipeline.scp_port, ae_title="ANONSCP")
+    assert assoc.is_established
+    status: Dataset = assoc.send_c_store(broken)
+    assoc.release()
+    assert status.Status == 0xC000
+    counts = pipeline.wait_for(lambda c: c["quarantined"] >= 2)
+    reasons = sorted(pipeline.quarantine_reasons().values())
+    assert reasons[0][0] == "filtered" and "SR switch" in reasons[0][1]
+    assert reasons[1] == ("missing-attribute", "StudyInstanceUID is missing or empty")
+    assert len(pipeline.keys(pipeline.buckets.quarantine)) == 2
+    (good,) = _write_series(tmp_path / "good", 2)
+    assert pipeline.storescu(good).returncode == 0
+    counts = pipeline.wait_for(lambda c: c["deidentified"] >= 2)
+    assert counts["deidentified"] == 2
+    assert scp.process.poll() is None and worker.process.poll() is None
