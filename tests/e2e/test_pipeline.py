@@ -12,7 +12,7 @@ import pytest
 from pydicom.dataset import Dataset
 
 from tests import synth
-from tests.pipeline_support import Pipeline, pipeline  # noqa: F401  (fixture)
+from tests.pipeline_support import Pipeline
 
 pytestmark = pytest.mark.integration
 
