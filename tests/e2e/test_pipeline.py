@@ -149,3 +149,26 @@ def test_invalid_and_filtered_objects_are_quarantined_and_services_keep_running(
     counts = pipeline.wait_for(lambda c: c["deidentified"] >= 2)
     assert counts["deidentified"] == 2
     assert scp.process.poll() is None and worker.process.poll() is None
+
+
+def test_anon_import_sends_local_files_into_the_running_system(
+    tmp_path: Path, pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from services.cli.main import main
+    from tests.conftest import SAMPLES
+
+    (folder,) = _write_series(tmp_path / "in", 5)
+    (folder / "notes.dcm").write_text("not DICOM at all")
+    broken = SAMPLES / "synthetic-broken" / "truncated_in_pixel_data.dcm"
+    (folder / "truncated.dcm").write_bytes(broken.read_bytes())
+    for name, value in pipeline.env.items():
+        monkeypatch.setenv(name, value)
+    pipeline.start("anonymizer_worker")
+    assert main(["import", str(folder), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "sent:        5" in out and "quarantined: 2" in out
+    counts = pipeline.wait_for(lambda c: c["deidentified"] >= 5)
+    assert counts["quarantined"] == 2
+    codes = sorted(code for code, _ in pipeline.quarantine_reasons().values())
+    assert codes == ["not-dicom", "truncated"]
