@@ -21,7 +21,7 @@ class ConfigurationError(Exception):
 class Settings(BaseSettings):
     """Settings shared by the command line and the services (see ``.env.example``)."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", env_ignore_empty=True)
 
     # The PHI index
     database_url: str | None = Field(

@@ -27,7 +27,7 @@ def conformance_statement() -> str:
         "- AE title: `SCP_AE_TITLE` (default `ANONSCP`); port: `SCP_PORT` (default 11112).",
         "- Calling AE titles: any, unless `SCP_ALLOWED_AETS` lists the accepted ones; "
         "hosts: any, unless `SCP_ALLOWED_HOSTS` lists them.",
-        "- Associations: accepted from any number of peers, up to 32 at once; "
+        "- Associations: up to 32 at once, from any number of peers; "
         "TCP_NODELAY is set on every connection.",
         "- Roles: SCP of the Storage Service Class and of the Verification Service Class. "
         "No SCU role, no extended negotiation.",

@@ -172,3 +172,80 @@ def test_anon_import_sends_local_files_into_the_running_system(
     assert counts["quarantined"] == 2
     codes = sorted(code for code, _ in pipeline.quarantine_reasons().values())
     assert codes == ["not-dicom", "truncated"]
+
+
+def test_duplicates_are_not_counted_twice_and_nothing_reaches_the_logs(
+    tmp_path: Path, pipeline: Pipeline
+) -> None:
+    (folder,) = _write_series(tmp_path / "in", 20)
+    scp = pipeline.start("scp_ingest", LOG_LEVEL="DEBUG")
+    worker = pipeline.start("anonymizer_worker", LOG_LEVEL="DEBUG")
+    assert pipeline.storescu(folder).returncode == 0
+    assert pipeline.storescu(folder).returncode == 0  # the same 20 objects again
+    counts = pipeline.wait_for(lambda c: c["received"] >= 40)
+    time.sleep(2)
+    counts = pipeline.counts()
+    assert counts["deidentified"] == counts["unique"] == 20
+    assert len(pipeline.keys(pipeline.buckets.deidentified)) == 20
+    logs = scp.log.read_bytes() + worker.log.read_bytes()
+    assert b'"message": "de-identified"' in logs
+    leaked = [s for s in synth.PHI_STRINGS if s in logs]
+    assert not leaked
+
+
+def test_a_message_that_keeps_failing_goes_to_the_dead_letter_queue(
+    tmp_path: Path, pipeline: Pipeline
+) -> None:
+    import asyncio
+
+    from shared.messaging import RabbitBroker
+    from shared.messaging.topology import ANONYMIZE, Topology
+
+    worker = pipeline.start("anonymizer_worker")
+
+    async def publish_poison() -> None:
+        broker = RabbitBroker(pipeline.amqp_url, Topology(pipeline.prefix, 3))
+        await broker.connect()
+        try:
+            await broker.publish(ANONYMIZE, {"no-key": True}, correlation_id="poison")
+        finally:
+            await broker.close()
+
+    asyncio.run(publish_poison())
+    deadline = time.monotonic() + 60
+    while pipeline.dead_letters() < 1 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert pipeline.dead_letters() == 1
+    assert worker.process.poll() is None
+    (folder,) = _write_series(tmp_path / "in", 2)
+    pipeline.start("scp_ingest")
+    assert pipeline.storescu(folder).returncode == 0
+    assert pipeline.wait_for(lambda c: c["deidentified"] >= 2)["deidentified"] == 2
+
+
+def test_health_endpoints_report_liveness_readiness_and_metrics(
+    tmp_path: Path, pipeline: Pipeline, s3_control: object
+) -> None:
+    import json
+    import urllib.error
+    import urllib.request
+
+    scp = pipeline.start("scp_ingest")
+    (folder,) = _write_series(tmp_path / "in", 2)
+    assert pipeline.storescu(folder).returncode == 0
+    base = f"http://127.0.0.1:{scp.health_port}"
+    with urllib.request.urlopen(f"{base}/livez", timeout=5) as response:
+        assert response.status == 200
+    with urllib.request.urlopen(f"{base}/readyz", timeout=5) as response:
+        assert json.load(response)["checks"] == ["broker", "database", "storage"]
+    with urllib.request.urlopen(f"{base}/metrics", timeout=5) as response:
+        metrics = response.read().decode()
+    assert 'dicom_objects_received_total{source="scp"} 2.0' in metrics
+    s3_control.stop()  # type: ignore[attr-defined]
+    try:
+        with pytest.raises(urllib.error.HTTPError) as not_ready:
+            urllib.request.urlopen(f"{base}/readyz", timeout=15)
+        assert not_ready.value.code == 503
+        assert json.load(not_ready.value)["failing"] == {"storage": "StorageUnavailable"}
+    finally:
+        s3_control.start()  # type: ignore[attr-defined]
