@@ -36,7 +36,7 @@ def test_empty_values_mean_unset_as_in_env_example(monkeypatch: pytest.MonkeyPat
 
 def test_a_script_that_does_not_exist_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SCRIPT_PATH", "/nonexistent/site.script")
-    with pytest.raises(ConfigurationError, match="SCRIPT_PATH: .*no such file"):
+    with pytest.raises(ConfigurationError, match=r"SCRIPT_PATH: .*no such file"):
         load_settings()
 
 
