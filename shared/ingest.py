@@ -8,6 +8,7 @@ so nothing half-done remains, and the caller is told to retry.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import mmap
@@ -64,6 +65,7 @@ class Ingest:
         self.buckets = buckets
         self.broker = broker
         self.index = index
+        self._bookkeeping: set[asyncio.Task[None]] = set()
 
     async def receive(self, data: bytes, source: str, calling_ae: str = "") -> Received:
         """Take one PS3.10 object in. Objects that fail validation go to quarantine with
@@ -112,13 +114,24 @@ class Ingest:
                 await self.store.delete(self.buckets.incoming, key)
             finally:
                 raise IngestFailed(f"broker: {exc.__class__.__name__}") from exc
-        try:
-            await self.index.record_received(key, source, calling_ae, len(data))
-        except Exception as exc:  # bookkeeping only: the worker records the receipt too
-            log.warning("receipt not recorded", extra=log_fields(key=key, error=type(exc).__name__))
+        # Bookkeeping only (the worker records the receipt too): not on the sender's time.
+        task = asyncio.create_task(self._record(key, source, calling_ae, len(data)))
+        self._bookkeeping.add(task)
+        task.add_done_callback(self._bookkeeping.discard)
         RECEIVED.labels(source=source).inc()
         RECEIVE_SECONDS.observe(time.perf_counter() - started)
         return Received(key, False)
+
+    async def _record(self, key: str, source: str, calling_ae: str, size: int) -> None:
+        try:
+            await self.index.record_received(key, source, calling_ae, size)
+        except Exception as exc:
+            log.warning("receipt not recorded", extra=log_fields(key=key, error=type(exc).__name__))
+
+    async def drain(self) -> None:
+        """Wait for the receipts still being recorded."""
+        if self._bookkeeping:
+            await asyncio.gather(*self._bookkeeping, return_exceptions=True)
 
     async def _quarantine(
         self, key: str, data: bytes, path: Path | None, exc: RejectedObject

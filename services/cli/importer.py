@@ -51,6 +51,7 @@ async def import_direct(files: list[Path], settings: Settings, progress: bool) -
             else:
                 summary.sent += 1
     finally:
+        await ingest.drain()
         await resources.close()
     return summary
 

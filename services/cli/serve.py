@@ -35,6 +35,7 @@ async def serve(settings: Settings) -> None:
               f"health on port {embedded.health_port}", flush=True)
         await wait_for_signal()
         scp.stop()
+        await scp.ingest.drain()
         await consumer.cancel()
         await health.cleanup()
     finally:

@@ -39,6 +39,7 @@ async def run(settings: Settings) -> None:
                                            resources.checks())
         await wait_for_signal()
         await asyncio.to_thread(scp.stop)
+        await scp.ingest.drain()
         await health.cleanup()
     finally:
         await resources.close()
