@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 DATA   ?= data
 
-.PHONY: install run test lint bench clean
+.PHONY: install run deidentify test lint bench clean
 
 install: $(VENV)/.installed
 
@@ -14,9 +14,14 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-# De-identify a folder on embedded defaults: make run IN=/path/to/dicom OUT=/path/to/output
+# The whole system in one process on embedded defaults: a Storage SCP on port 11112
+# (AE title ANONSCP) feeding the de-identification workers; Ctrl-C stops it.
 run: install
-	@test -n "$(IN)" -a -n "$(OUT)" || { echo "usage: make run IN=<folder of DICOM files> OUT=<output folder>"; exit 2; }
+	$(BIN)/anon serve --data-dir "$(DATA)"
+
+# De-identify a folder without the services: make deidentify IN=/path/to/dicom OUT=/path/out
+deidentify: install
+	@test -n "$(IN)" -a -n "$(OUT)" || { echo "usage: make deidentify IN=<folder of DICOM files> OUT=<output folder>"; exit 2; }
 	$(BIN)/anon deidentify "$(IN)" --out "$(OUT)" --recursive --data-dir "$(DATA)"
 
 test: install
@@ -28,6 +33,7 @@ lint: install
 
 bench: install
 	$(BIN)/python -m benchmarks.deidentify
+	$(BIN)/python -m benchmarks.pipeline
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
