@@ -33,6 +33,7 @@ from shared.deid.rules import RuleSet
 from shared.dicom.errors import RejectedObject
 from shared.dicom.parse import parse
 from shared.index.connect import OpenIndex, open_index
+from shared.index.database import DatabaseUnavailable
 from shared.index.phi_index import patient_key
 from shared.index.pseudonymizer import Pseudonymizer
 
@@ -169,22 +170,35 @@ def _write_atomically(path: Path, data: bytes) -> None:
 
 
 _worker: _Worker | None = None
+_init_error: str = ""
 
 
 def _init_process(settings: JobSettings) -> None:
-    global _worker
-    _worker = _Worker(settings)
+    # An exception here would make the pool start processes forever: keep it and report
+    # it with the first chunk instead.
+    global _worker, _init_error
+    try:
+        _worker = _Worker(settings)
+    except Exception as exc:
+        _init_error = f"{exc.__class__.__name__}: {exc}"
+
+
+def _ready_worker() -> _Worker:
+    if _worker is None:
+        raise DatabaseUnavailable(f"a worker process could not start: {_init_error}")
+    return _worker
 
 
 def _process_chunk(chunk: list[tuple[int, str]]) -> list[FileResult]:
-    assert _worker is not None
-    results = [_worker.process(i, Path(p)) for i, p in chunk]
-    _worker.flush()  # pool processes are not closed cleanly: flush with every chunk
+    worker = _ready_worker()
+    results = [worker.process(i, Path(p)) for i, p in chunk]
+    worker.flush()  # pool processes are not closed cleanly: flush with every chunk
     return results
 
 
 def _scan_chunk(chunk: list[tuple[int, str]]) -> list[tuple[int, tuple[str, str], str] | None]:
     """The patient of each file (None for files that will be rejected anyway)."""
+    _ready_worker()
     found: list[tuple[int, tuple[str, str], str] | None] = []
     for i, path in chunk:
         try:
