@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sys
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from shared.config import Settings
+from shared.config import ConfigurationError, Settings, load_settings, require
 from shared.deid.ctp_filter import FilterScript, ObjectFilter
 from shared.deid.ctp_rules import compile_script
 from shared.deid.ctp_script import load_script
@@ -20,6 +23,7 @@ from shared.index.pseudonymizer import Pseudonymizer
 from shared.messaging import Broker, MemoryBroker, RabbitBroker
 from shared.messaging.topology import Topology
 from shared.observability.health import Check
+from shared.observability.logging import configure_logging
 from shared.storage import Buckets, ObjectStore, open_store
 
 
@@ -98,6 +102,18 @@ def pseudonymizer_from(settings: Settings, resources: Resources) -> Pseudonymize
     index = resources.index
     return Pseudonymizer(index.index, index.site, rules_from(settings, index.site.site_id),
                          filter_from(settings))
+
+
+def service_main(name: str, run: Callable[[Settings], Coroutine[Any, Any, None]]) -> None:
+    """Entry point of a deployed service: validated settings (the backends are required),
+    JSON logs, then ``run`` until SIGTERM."""
+    try:
+        settings = load_settings()
+        require(settings, "database_url", "amqp_url", "s3_endpoint")
+    except ConfigurationError as exc:
+        sys.exit(f"{name}: {exc}")
+    configure_logging(name, settings.log_level)
+    asyncio.run(run(settings))
 
 
 async def wait_for_signal() -> None:

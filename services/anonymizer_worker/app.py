@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import sys
 
 from services.anonymizer_worker.worker import AnonymizerWorker
-from shared.config import ConfigurationError, Settings, load_settings, require
+from shared.config import Settings
 from shared.messaging.topology import ANONYMIZE
 from shared.observability.health import start_health_server
-from shared.observability.logging import configure_logging, log_fields
-from shared.runtime import open_resources, pseudonymizer_from, wait_for_signal
+from shared.observability.logging import log_fields
+from shared.runtime import open_resources, pseudonymizer_from, service_main, wait_for_signal
 
 log = logging.getLogger("anonymizer-worker")
 
@@ -34,10 +32,4 @@ async def run(settings: Settings) -> None:
 
 
 def main() -> None:
-    try:
-        settings = load_settings()
-        require(settings, "database_url", "amqp_url", "s3_endpoint")
-    except ConfigurationError as exc:
-        sys.exit(f"anonymizer-worker: {exc}")
-    configure_logging("anonymizer-worker", settings.log_level)
-    asyncio.run(run(settings))
+    service_main("anonymizer-worker", run)

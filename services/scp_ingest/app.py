@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 import tempfile
 
 from services.scp_ingest.scp import StorageSCP
-from shared.config import ConfigurationError, Settings, load_settings, require
+from shared.config import Settings
 from shared.ingest import Ingest
 from shared.observability.health import start_health_server
-from shared.observability.logging import configure_logging, log_fields
-from shared.runtime import Resources, open_resources, wait_for_signal
+from shared.observability.logging import log_fields
+from shared.runtime import Resources, open_resources, service_main, wait_for_signal
 
 log = logging.getLogger("scp-ingest")
 
@@ -46,10 +45,4 @@ async def run(settings: Settings) -> None:
 
 
 def main() -> None:
-    try:
-        settings = load_settings()
-        require(settings, "database_url", "amqp_url", "s3_endpoint")
-    except ConfigurationError as exc:
-        sys.exit(f"scp-ingest: {exc}")
-    configure_logging("scp-ingest", settings.log_level)
-    asyncio.run(run(settings))
+    service_main("scp-ingest", run)

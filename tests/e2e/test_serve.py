@@ -27,7 +27,9 @@ def _status(data: Path, env: dict[str, str]) -> dict[str, int]:
     return counts
 
 
-def test_embedded_serve_receives_a_study_by_c_store_and_deidentifies_it(tmp_path: Path) -> None:
+def _serve(tmp_path: Path, aet: str) -> tuple[ServiceProcess, Path, int, dict[str, str]]:
+    """Start ``anon serve`` on embedded defaults; returns it, its data folder, its SCP
+    port and the environment (without any deployed backend)."""
     data = tmp_path / "d"
     port, health = free_port(), free_port()
     env = {k: v for k, v in os.environ.items()
@@ -35,9 +37,14 @@ def test_embedded_serve_receives_a_study_by_c_store_and_deidentifies_it(tmp_path
     log = tmp_path / "serve.log"
     process = subprocess.Popen(
         [sys.executable, "-m", "services.cli", "serve", "--data-dir", str(data), "--port",
-         str(port), "--aet", "EMBEDDED", "--health-port", str(health)],
+         str(port), "--aet", aet, "--health-port", str(health)],
         env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
-    serve = ServiceProcess("serve", process, health, log)
+    return ServiceProcess("serve", process, health, log), data, port, env
+
+
+def test_embedded_serve_receives_a_study_by_c_store_and_deidentifies_it(tmp_path: Path) -> None:
+    serve, data, port, env = _serve(tmp_path, "EMBEDDED")
+    log, process = serve.log, serve.process
     try:
         serve.wait_ready(timeout=90)
         study = tmp_path / "study"
@@ -66,16 +73,7 @@ def test_embedded_serve_receives_a_study_by_c_store_and_deidentifies_it(tmp_path
 def test_anon_import_sends_files_to_a_running_serve_by_c_store(tmp_path: Path) -> None:
     from tests import synth
 
-    data = tmp_path / "d"
-    port, health = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("DATABASE_URL", "AMQP_URL", "S3_ENDPOINT")}
-    log = tmp_path / "serve.log"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "serve", "--data-dir", str(data), "--port",
-         str(port), "--health-port", str(health)],
-        env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
-    serve = ServiceProcess("serve", process, health, log)
+    serve, data, port, env = _serve(tmp_path, "ANONSCP")
     try:
         serve.wait_ready(timeout=90)
         folder = tmp_path / "in"
