@@ -86,20 +86,6 @@ class Call:
 class Script:
     parts: tuple[Text | Call, ...]
 
-    def calls(self) -> list[Call]:
-        """Every call, clauses included."""
-        found: list[Call] = []
-        for part in self.parts:
-            if isinstance(part, Call):
-                found.append(part)
-                for clause in part.clauses:
-                    found.extend(clause.calls())
-        return found
-
-    @property
-    def is_empty(self) -> bool:
-        return not self.parts
-
     def starts_with_always(self) -> bool:
         first = self.parts[0] if self.parts else None
         return isinstance(first, Call) and first.name == "always"

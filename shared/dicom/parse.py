@@ -127,9 +127,6 @@ class DicomObject:
             return None
         return self.text(element)
 
-    def get_meta_text(self, tag: int) -> str | None:
-        return self.get_text(tag, self.meta)
-
 
 _vr_cache: dict[int, str] = {}
 

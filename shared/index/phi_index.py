@@ -289,12 +289,3 @@ class PhiIndex:
             )
         assert row is not None
         return dict(row)
-
-    async def counts(self) -> dict[str, int]:
-        async with self.pool.acquire() as connection:
-            row = await connection.fetchrow(
-                "SELECT (SELECT count(*) FROM patient) AS patients,"
-                " (SELECT count(*) FROM study) AS studies"
-            )
-        assert row is not None
-        return {"patients": row["patients"], "studies": row["studies"]}

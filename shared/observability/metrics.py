@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 REGISTRY = CollectorRegistry()
 
@@ -28,9 +28,6 @@ DEIDENTIFY_SECONDS = Histogram(
 RECEIVE_SECONDS = Histogram(
     "dicom_receive_seconds", "Time to store and announce one received object",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0), registry=REGISTRY,
-)
-QUEUE_DEPTH = Gauge(
-    "dicom_queue_depth", "Messages waiting in a queue", ["queue"], registry=REGISTRY,
 )
 
 
