@@ -1,0 +1,18 @@
+"""Reference graphs and consistency checks of radiotherapy sets (CT, RTSTRUCT, RTPLAN,
+RTDOSE): :func:`node_of` reads the identity and references of a parsed object,
+:class:`ReferenceGraph` indexes a set of them, :func:`check_set` and :func:`check_rt_set`
+list what is inconsistent as :class:`Problem` values free of patient identifiers."""
+
+from shared.rt.checks import OPTIONAL_KINDS, Problem, check_rt_set, check_set
+from shared.rt.graph import ObjectNode, Reference, ReferenceGraph, node_of
+
+__all__ = [
+    "OPTIONAL_KINDS",
+    "ObjectNode",
+    "Problem",
+    "Reference",
+    "ReferenceGraph",
+    "check_rt_set",
+    "check_set",
+    "node_of",
+]
