@@ -1,7 +1,8 @@
 """``anon serve``: the whole system in one process on embedded defaults.
 
 In-process queues, objects in ``DATA_DIR/objects``, the embedded PostgreSQL (or
-``DATABASE_URL``), the Storage SCP and the anonymizer workers, with the health endpoints.
+``DATABASE_URL``), the Storage SCP, the anonymizer workers and the relinker, with the
+health endpoints.
 """
 
 from __future__ import annotations
@@ -9,9 +10,10 @@ from __future__ import annotations
 import logging
 
 from services.anonymizer_worker.worker import AnonymizerWorker
+from services.rt_relinker.relinker import RtRelinker
 from services.scp_ingest.app import start_scp
 from shared.config import Settings
-from shared.messaging.topology import ANONYMIZE
+from shared.messaging.topology import ANONYMIZE, RELINK
 from shared.observability.health import start_health_server
 from shared.runtime import open_resources, pseudonymizer_from, wait_for_signal
 
@@ -27,6 +29,9 @@ async def serve(settings: Settings) -> None:
                                   pseudonymizer_from(embedded, resources))
         consumer = await resources.broker.consume(ANONYMIZE, worker.handle,
                                                   prefetch=embedded.worker_concurrency)
+        relinker = RtRelinker(resources.store, resources.index.pool)
+        relinking = await resources.broker.consume(RELINK, relinker.handle,
+                                                   prefetch=embedded.worker_concurrency)
         scp = start_scp(embedded, resources)
         health = await start_health_server(embedded.health_host, embedded.health_port,
                                            resources.checks())
@@ -37,6 +42,7 @@ async def serve(settings: Settings) -> None:
         scp.stop()
         await scp.ingest.drain()
         await consumer.cancel()
+        await relinking.cancel()
         await health.cleanup()
     finally:
         await resources.close()

@@ -285,7 +285,11 @@ class PhiIndex:
                 " (SELECT count(*) FROM instance) AS deidentified,"
                 " (SELECT count(*) FROM quarantined_object) AS quarantined,"
                 " (SELECT count(*) FROM patient) AS patients,"
-                " (SELECT count(*) FROM study) AS studies"
+                " (SELECT count(*) FROM study) AS studies,"
+                " (SELECT count(*) FROM rt_set WHERE status = 'complete') AS sets_complete,"
+                " (SELECT count(*) FROM rt_set WHERE status = 'waiting') AS sets_waiting,"
+                " (SELECT count(*) FROM rt_set WHERE status = 'inconsistent')"
+                " AS sets_inconsistent"
             )
         assert row is not None
         return dict(row)

@@ -25,6 +25,10 @@ DEIDENTIFY_SECONDS = Histogram(
     "dicom_deidentify_seconds", "Time to de-identify one object (fetch, engine, store, index)",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0), registry=REGISTRY,
 )
+RT_SET_CHECKS = Counter(
+    "dicom_set_checks_total", "Sets re-checked by rt-relinker, by kind and resulting status",
+    ["kind", "status"], registry=REGISTRY,
+)
 RECEIVE_SECONDS = Histogram(
     "dicom_receive_seconds", "Time to store and announce one received object",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0), registry=REGISTRY,

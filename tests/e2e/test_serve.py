@@ -62,6 +62,11 @@ def test_embedded_serve_receives_a_study_by_c_store_and_deidentifies_it(tmp_path
             counts = _status(data, env)
         assert counts["received"] == 101 and counts["deidentified"] == 101
         assert counts["quarantined"] == 0 and counts["patients"] == 1
+        while counts["sets_complete"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.5)
+            counts = _status(data, env)
+        # The relinker checked the de-identified RT set: every link kept.
+        assert counts["sets_complete"] == 1 and counts["sets_inconsistent"] == 0
         written = list((data / "objects" / "deidentified").rglob("*.dcm"))
         assert len(written) == 101
         assert "listening for C-STORE as EMBEDDED" in log.read_text()

@@ -17,8 +17,8 @@ def test_compose_runs_every_built_service_with_its_dependencies() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
     assert {"postgres", "rabbitmq", "minio", "migrate", "scp-ingest",
-            "anonymizer-worker"} <= set(services)
-    for name in ("scp-ingest", "anonymizer-worker"):
+            "anonymizer-worker", "rt-relinker"} <= set(services)
+    for name in ("scp-ingest", "anonymizer-worker", "rt-relinker"):
         service = services[name]
         assert service["command"] == [name]
         assert "healthcheck" in service and "/readyz" in " ".join(service["healthcheck"]["test"])
@@ -38,7 +38,7 @@ def test_compose_runs_every_built_service_with_its_dependencies() -> None:
 
 def test_console_commands_named_in_compose_exist() -> None:
     pyproject = (ROOT / "pyproject.toml").read_text()
-    for command in ("anon", "scp-ingest", "anonymizer-worker"):
+    for command in ("anon", "scp-ingest", "anonymizer-worker", "rt-relinker"):
         assert f'\n{command} = "services.' in pyproject
 
 

@@ -1,0 +1,3 @@
+from services.rt_relinker.app import main
+
+main()

@@ -1,0 +1,53 @@
+"""Handling one message of the relink queue: read the de-identified object, record its
+node in the graph of its study, re-check the study's set.
+
+The check runs on the de-identified objects, so a complete set proves that
+de-identification kept every link. Objects arrive in any order and from many workers; a
+set is re-checked whenever one of its objects arrives, late ones included.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import asyncpg
+
+from shared.dicom.errors import RejectedObject
+from shared.dicom.parse import parse
+from shared.messaging import Message
+from shared.observability.logging import correlation, log_fields
+from shared.observability.metrics import RT_SET_CHECKS
+from shared.rt.graph import node_of
+from shared.rt.store import record_and_check
+from shared.storage import ObjectNotFound, ObjectStore
+
+log = logging.getLogger(__name__)
+
+
+class RtRelinker:
+    """The message handler; safe to run in many processes at once."""
+
+    def __init__(self, store: ObjectStore, pool: asyncpg.Pool) -> None:
+        self.store = store
+        self.pool = pool
+
+    async def handle(self, message: Message) -> None:
+        key = str(message.body["key"])
+        bucket = str(message.body["bucket"])
+        with correlation(message.correlation_id):
+            try:
+                data = await self.store.get(bucket, key)
+            except ObjectNotFound:
+                log.warning("de-identified object not found", extra=log_fields(key=key))
+                return
+            try:
+                node = node_of(parse(data))
+            except RejectedObject as exc:  # cannot happen for our own output; keep going
+                log.error("unreadable de-identified object", extra=log_fields(
+                    key=key, reason_code=exc.code))
+                return
+            status = await record_and_check(self.pool, node, key)
+            RT_SET_CHECKS.labels(kind=status.kind, status=status.status).inc()
+            log.info("set checked", extra=log_fields(
+                study=status.study_uid, status=status.status, objects=status.objects,
+                problems=len(status.problems)))
