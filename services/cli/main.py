@@ -11,6 +11,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from services.cli import rt_batch
 from services.cli.deidentify_folder import deidentify_files
 from services.cli.files import DEFAULT_EXTENSIONS, ExtensionFilter, collect
 from shared.config import ConfigurationError, Settings, load_settings
@@ -138,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--data-dir", type=Path, help="an embedded system's data folder")
     status.add_argument("--json", action="store_true", help="as JSON")
 
+    rt_batch.add_arguments(commands.add_parser(
+        "rt-batch", help="de-identify RT planning sets (CT, RTSTRUCT, RTPLAN, RTDOSE)"))
+
     commands.add_parser("conformance", help="print the Storage SCP's conformance statement")
 
     migrate = commands.add_parser("migrate", help="create or upgrade the PHI index schema")
@@ -262,6 +266,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_import(args, settings)
         if args.command == "status":
             return _run_status(args, settings)
+        if args.command == "rt-batch":
+            return rt_batch.run(args, settings)
         if args.command == "conformance":
             from services.scp_ingest.conformance import conformance_statement
 
