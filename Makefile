@@ -34,6 +34,7 @@ lint: install
 bench: install
 	$(BIN)/python -m benchmarks.deidentify
 	$(BIN)/python -m benchmarks.pipeline
+	$(BIN)/python -m benchmarks.rt_batch
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
