@@ -42,6 +42,7 @@ from shared.dicom.errors import RejectedObject
 from shared.dicom.parse import DicomObject, parse
 from shared.index.connect import OpenIndex, open_index
 from shared.index.phi_index import InstanceRecord, Site, patient_key
+from shared.index.pseudonymizer import instance_record
 from shared.rt import ObjectNode, Problem, ReferenceGraph, check_rt_set, node_of
 
 PATIENT_BIRTH_DATE = 0x00100030
@@ -404,19 +405,7 @@ def _deidentify(task: Task) -> Written:
         # One odd object must not stop the batch; the message could quote its values.
         return Written(set_number, position,
                        error=f"{Path(source).name}: unexpected {exc.__class__.__name__}")
-    record = InstanceRecord(
-        original_study_uid=ident.study_instance_uid,
-        original_sop_instance_uid=ident.sop_instance_uid,
-        pseudo_sop_instance_uid=result.sop_instance_uid,
-        original_series_uid=ident.series_instance_uid,
-        pseudo_series_uid=result.series_instance_uid,
-        pseudo_patient_id=result.patient_id,
-        sop_class_uid=result.sop_class_uid,
-        modality=result.modality,
-        size_bytes=len(result.data),
-        script_name=engine.rules.name,
-        script_sha256=engine.rules.sha256,
-    )
+    record = instance_record(ident, result, engine.rules)
     study = (ident.study_instance_uid, ident.study_date, ident.accession_number,
              result.study_instance_uid, result.study_date)
     return Written(set_number, position, name, node=node, record=record, study=study)

@@ -10,10 +10,29 @@ from __future__ import annotations
 
 from shared.deid.context import Pseudonyms
 from shared.deid.ctp_filter import ObjectFilter
-from shared.deid.engine import Deidentified, Engine, NeedsIntegers, identity
+from shared.deid.engine import Deidentified, Engine, NeedsIntegers, ObjectIdentity, identity
 from shared.deid.rules import RuleSet
 from shared.dicom.parse import DicomObject
 from shared.index.phi_index import InstanceRecord, PhiIndex, Site, patient_key
+
+
+def instance_record(
+    ident: ObjectIdentity, result: Deidentified, rules: RuleSet
+) -> InstanceRecord:
+    """What the index records of one de-identified object and the rules that made it."""
+    return InstanceRecord(
+        original_study_uid=ident.study_instance_uid,
+        original_sop_instance_uid=ident.sop_instance_uid,
+        pseudo_sop_instance_uid=result.sop_instance_uid,
+        original_series_uid=ident.series_instance_uid,
+        pseudo_series_uid=result.series_instance_uid,
+        pseudo_patient_id=result.patient_id,
+        sop_class_uid=result.sop_class_uid,
+        modality=result.modality,
+        size_bytes=len(result.data),
+        script_name=rules.name,
+        script_sha256=rules.sha256,
+    )
 
 
 class Pseudonymizer:
@@ -75,19 +94,7 @@ class Pseudonymizer:
             pseudo_study_date=result.study_date,
             original_accession=ident.accession_number,
         )
-        return result, InstanceRecord(
-                original_study_uid=ident.study_instance_uid,
-                original_sop_instance_uid=ident.sop_instance_uid,
-                pseudo_sop_instance_uid=result.sop_instance_uid,
-                original_series_uid=ident.series_instance_uid,
-                pseudo_series_uid=result.series_instance_uid,
-                pseudo_patient_id=result.patient_id,
-                sop_class_uid=result.sop_class_uid,
-                modality=result.modality,
-                size_bytes=len(result.data),
-            script_name=self.rules.name,
-            script_sha256=self.rules.sha256,
-        )
+        return result, instance_record(ident, result, self.rules)
 
     async def _run_engine(self, obj: DicomObject, pseudonyms: Pseudonyms) -> Deidentified:
         """Run the engine, allocating the counter values it asks for (at most twice: the
