@@ -21,12 +21,15 @@ from shared.messaging.topology import RELINK
 from shared.observability.logging import correlation, log_fields
 from shared.observability.metrics import DEIDENTIFIED, DEIDENTIFY_SECONDS, QUARANTINED
 from shared.storage import Buckets, ObjectNotFound, ObjectStore
+from shared.storage.keys import UnsafePath, safe_key
 
 log = logging.getLogger(__name__)
 
 
 def output_key(patient_id: str, study_uid: str, series_uid: str, sop_uid: str) -> str:
-    return f"{patient_id or 'unknown'}/{study_uid}/{series_uid}/{sop_uid}.dcm"
+    """``<patient>/<study>/<series>/<instance>.dcm``, each part made safe (a value that is
+    not a plain name, e.g. a retained UID with ``/`` or ``..``, becomes its digest name)."""
+    return safe_key(patient_id or "unknown", study_uid, series_uid, sop_uid, suffix=".dcm")
 
 
 class AnonymizerWorker:
@@ -48,6 +51,13 @@ class AnonymizerWorker:
         key = str(message.body["key"])
         bucket = str(message.body.get("bucket") or self.buckets.incoming)
         with correlation(message.correlation_id):
+            if bucket != self.buckets.incoming:
+                # Only received objects are de-identified: a message naming another bucket
+                # (the de-identified or quarantine bucket, or one of another deployment) is
+                # refused and acknowledged, never read. Neither name is logged.
+                log.warning("message refused: it names a bucket other than the incoming one",
+                            extra=log_fields(delivery=message.delivery_count))
+                return
             started = time.perf_counter()
             try:
                 data = await self.store.get(bucket, key)
@@ -64,8 +74,12 @@ class AnonymizerWorker:
                 return
             target = output_key(result.patient_id, result.study_instance_uid,
                                 result.series_instance_uid, result.sop_instance_uid)
-            await self.store.put(self.buckets.deidentified, target, result.data)
-            await index.record_instances([record])
+            try:
+                await self.store.put(self.buckets.deidentified, target, result.data)
+            except UnsafePath as exc:  # the store found the key leads outside the bucket
+                await self._quarantine(key, data, exc)
+                return
+            new = await index.record_instances([record])
             await self.broker.publish(
                 RELINK,
                 {"bucket": self.buckets.deidentified, "key": target,
@@ -74,7 +88,8 @@ class AnonymizerWorker:
                  "modality": result.modality},
                 correlation_id=message.correlation_id,
             )
-            DEIDENTIFIED.inc()
+            if record.original_sop_instance_uid in new:  # a duplicate changes no count
+                DEIDENTIFIED.inc()
             DEIDENTIFY_SECONDS.observe(time.perf_counter() - started)
             log.info("de-identified", extra=log_fields(key=key, delivery=message.delivery_count))
 
@@ -82,6 +97,7 @@ class AnonymizerWorker:
         await self.store.put(self.buckets.quarantine, key, data,
                              {"stage": "deidentify", "reason-code": exc.code,
                               "reason": exc.reason})
-        await self.pseudonymizer.index.record_quarantined(key, "deidentify", exc.code, exc.reason)
-        QUARANTINED.labels(stage="deidentify", reason_code=exc.code).inc()
+        if await self.pseudonymizer.index.record_quarantined(key, "deidentify", exc.code,
+                                                             exc.reason):
+            QUARANTINED.labels(stage="deidentify", reason_code=exc.code).inc()
         log.info("quarantined", extra=log_fields(key=key, reason_code=exc.code))

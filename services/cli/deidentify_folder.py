@@ -36,6 +36,7 @@ from shared.index.connect import OpenIndex, open_index
 from shared.index.database import DatabaseUnavailable
 from shared.index.phi_index import patient_key
 from shared.index.pseudonymizer import Pseudonymizer
+from shared.storage.keys import UnsafePath, safe_path
 
 CHUNK = 16
 
@@ -113,6 +114,7 @@ class _Worker:
             settings.rules(self.opened.site.site_id),
             settings.object_filter,
             batch_size=64,
+            offload=False,  # this process's loop has nothing else to do
         )
 
     def process(self, index: int, source: Path) -> FileResult:
@@ -121,7 +123,7 @@ class _Worker:
         except OSError as exc:
             return FileResult(index, str(source), code="unreadable", reason=exc.strerror or "")
         try:
-            result = self.loop.run_until_complete(self.pseudonymizer.deidentify(data))
+            result, record = self.loop.run_until_complete(self.pseudonymizer.prepare(data))
         except RejectedObject as exc:
             return FileResult(index, str(source), code=exc.code, reason=exc.reason)
         except (asyncpg.PostgresError, OSError):
@@ -131,13 +133,20 @@ class _Worker:
             # values of the object.
             return FileResult(index, str(source), code="error",
                               reason=f"unexpected {exc.__class__.__name__} while processing")
-        relative = Path(
-            result.patient_id or "unknown",
-            result.study_instance_uid,
-            result.series_instance_uid,
-            result.sop_instance_uid + ".dcm",
-        )
-        _write_atomically(self.settings.out / relative, result.data)
+        try:
+            target = safe_path(
+                self.settings.out,
+                result.patient_id or "unknown",
+                result.study_instance_uid,
+                result.series_instance_uid,
+                result.sop_instance_uid,
+                suffix=".dcm",
+            )
+        except UnsafePath as exc:
+            return FileResult(index, str(source), code=exc.code, reason=exc.reason)
+        _write_atomically(target, result.data)
+        self.loop.run_until_complete(self.pseudonymizer.record(record))
+        relative = target.relative_to(self.settings.out.resolve())
         return FileResult(
             index, str(source), str(relative), result.patient_id, result.study_instance_uid
         )

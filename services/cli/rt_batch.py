@@ -44,6 +44,7 @@ from shared.index.connect import OpenIndex, open_index
 from shared.index.phi_index import InstanceRecord, Site, patient_key
 from shared.index.pseudonymizer import instance_record
 from shared.rt import ObjectNode, Problem, ReferenceGraph, check_rt_set, node_of
+from shared.storage.keys import UnsafePath, contained, safe_component, safe_name
 
 PATIENT_BIRTH_DATE = 0x00100030
 PATIENT_AGE = 0x00101010
@@ -61,7 +62,8 @@ MIN_FILES_FOR_POOL = 48
 
 _AGE = re.compile(r"^(\d{1,3})([DWMY])$")
 _DATE = re.compile(r"^(\d{4})(\d{2})(\d{2})$")
-_OUTPUT_NAME = re.compile(r"^[A-Z]+_[0-9.]+\.dcm$")
+# <modality>_<SOP instance UID>.dcm, each part as made safe by shared.storage.keys.
+_OUTPUT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*_[A-Za-z0-9][A-Za-z0-9._-]*\.dcm$")
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -376,6 +378,12 @@ def _write(path: Path, data: bytes) -> None:
 Task = tuple[int, int, str, str, SetPlan]
 
 
+def output_name(modality: str, sop_instance_uid: str) -> str:
+    """The file name of one output object: ``<modality>_<SOP instance UID>.dcm``, each part
+    kept only when safe in a file name (else its digest name, see shared.storage.keys)."""
+    return f"{safe_component(modality or 'OT')}_{safe_name(sop_instance_uid, '.dcm')}"
+
+
 def _deidentify(task: Task) -> Written:
     """De-identify one object of a set into its output folder."""
     set_number, position, source, folder, plan = task
@@ -393,8 +401,8 @@ def _deidentify(task: Task) -> Written:
         )
         engine = _engine(plan)
         result = engine.deidentify(obj, pseudonyms)
-        name = f"{result.modality or 'OT'}_{result.sop_instance_uid}.dcm"
-        _write(Path(folder) / name, result.data)
+        name = output_name(result.modality, result.sop_instance_uid)
+        _write(contained(Path(folder), name, "output file"), result.data)
         node = node_of(parse(result.data))
     except RejectedObject as exc:
         return Written(set_number, position, error=f"{Path(source).name}: {exc.reason}")
@@ -570,8 +578,16 @@ async def _run(options: BatchOptions, pool: Pool | None, results: list[SetResult
         plans = await _plans(opened, processed, options)
         tasks: list[Task] = []
         task_sizes: list[int] = []
+        folders: dict[int, Path] = {}
         for result in processed:
-            folder = options.output / OUTPUT_FOLDER.format(result.number)
+            try:
+                folder = contained(options.output, OUTPUT_FOLDER.format(result.number),
+                                   "set folder")
+            except UnsafePath as exc:
+                result.errors.append(f"not written: {exc.reason}")
+                result.status = "failed"
+                continue
+            folders[result.number] = folder
             folder.mkdir(parents=True, exist_ok=True)
             tasks += [(result.number, k, f.path, str(folder), plans[result.number])
                       for k, f in enumerate(result.objects)]
@@ -583,10 +599,11 @@ async def _run(options: BatchOptions, pool: Pool | None, results: list[SetResult
         for item in done:
             by_set.setdefault(item.set_number, []).append(item)
         for result in processed:
+            if result.number not in folders:
+                continue
             written = sorted(by_set.get(result.number, []), key=lambda w: w.position)
             _verify(result, written)
-            _remove_stale(options.output / OUTPUT_FOLDER.format(result.number),
-                          {w.name for w in written if w.name})
+            _remove_stale(folders[result.number], {w.name for w in written if w.name})
             await _record(opened, result, written)
     finally:
         await opened.close()
@@ -680,7 +697,11 @@ def write_report(path: Path, summary: BatchSummary, options: BatchOptions) -> Pa
                 relative = Path(scanned.path).relative_to(result.folder)
                 lines.append(f"  file {relative} {scanned.error}")
     lines += ["", *summary.lines()]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    # Through a new file and a rename: a link left where the report goes is replaced,
+    # never written through.
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    os.replace(temporary, path)
     return path
 
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from shared.index.cache import LruCache
+
 MAX_DATE_OFFSET_DAYS = 3650
 
 
@@ -74,6 +76,9 @@ class InstanceRecord:
 
 
 PATIENT_KEY_TYPE = "patient"
+# SQL: the object a receipt's key stands for, i.e. the key without its per-receipt suffix.
+_SUFFIX = r"'\.[0-9a-f]{12}\.dcm$'"
+_OBJECT_OF_KEY = f"regexp_replace(key, {_SUFFIX}, '')"
 
 
 def patient_counter_key(key: tuple[str, str]) -> str:
@@ -89,15 +94,21 @@ def patient_key(patient_id: str, issuer: str, study_uid: str) -> tuple[str, str]
     return "", "no-patient-id:" + study_uid
 
 
-class PhiIndex:
-    """Access to the PHI index; caches what it has read (rows never change once written)."""
+# Entries each cache of a PhiIndex keeps (least recently used forgotten first): a worker
+# that runs for months keeps a bounded memory; a forgotten entry is read again.
+CACHE_SIZE = 20_000
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+
+class PhiIndex:
+    """Access to the PHI index; caches what it has read (rows never change once written),
+    at most ``cache_size`` patients, studies and counter values each."""
+
+    def __init__(self, pool: asyncpg.Pool, cache_size: int = CACHE_SIZE) -> None:
         self.pool = pool
         self._site: Site | None = None
-        self._patients: dict[tuple[str, str], PatientRecord] = {}
-        self._studies: dict[str, StudyRecord] = {}
-        self._integers: dict[tuple[str, str], int] = {}
+        self._patients: LruCache[tuple[str, str], PatientRecord] = LruCache(cache_size)
+        self._studies: LruCache[str, StudyRecord] = LruCache(cache_size)
+        self._integers: LruCache[tuple[str, str], int] = LruCache(cache_size)
 
     async def site(self, configured_site_id: str | None = None) -> Site:
         """The site identity, created at first use (with ``configured_site_id`` if given)."""
@@ -195,28 +206,37 @@ class PhiIndex:
         self._patients[key] = record
         return record
 
-    async def record_instances(self, instances: list[InstanceRecord]) -> None:
+    async def record_instances(self, instances: list[InstanceRecord]) -> set[str]:
         """Record de-identified objects in one round trip; an object recorded before is
-        left as it was (re-runs and redeliveries change nothing)."""
+        left as it was (re-runs and redeliveries change nothing). Returns the original SOP
+        Instance UIDs that were new, so callers count each object once."""
         if not instances:
-            return
+            return set()
+        columns = list(zip(
+            *((i.original_study_uid, i.original_sop_instance_uid, i.pseudo_sop_instance_uid,
+               i.original_series_uid, i.pseudo_series_uid, i.pseudo_patient_id,
+               i.sop_class_uid, i.modality, i.size_bytes, i.script_name, i.script_sha256)
+              for i in instances),
+            strict=True,
+        ))
         async with self.pool.acquire() as connection:
-            await connection.executemany(
+            rows = await connection.fetch(
                 "INSERT INTO instance (study, original_sop_instance_uid,"
                 " pseudo_sop_instance_uid, original_series_uid, pseudo_series_uid,"
                 " pseudo_patient_id, sop_class_uid, modality, size_bytes, script_name,"
                 " script_sha256)"
-                " SELECT (SELECT id FROM study WHERE original_study_uid = $1),"
-                " $2, $3, $4, $5, $6, $7, $8, $9, $10, $11"
-                " ON CONFLICT (original_sop_instance_uid) DO NOTHING",
-                [
-                    (i.original_study_uid, i.original_sop_instance_uid,
-                     i.pseudo_sop_instance_uid, i.original_series_uid, i.pseudo_series_uid,
-                     i.pseudo_patient_id, i.sop_class_uid, i.modality, i.size_bytes,
-                     i.script_name, i.script_sha256)
-                    for i in instances
-                ],
+                " SELECT (SELECT id FROM study WHERE original_study_uid = u.study_uid),"
+                " u.sop, u.pseudo_sop, u.series, u.pseudo_series, u.patient, u.sop_class,"
+                " u.modality, u.size, u.script_name, u.script_sha256"
+                " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],"
+                " $6::text[], $7::text[], $8::text[], $9::bigint[], $10::text[], $11::text[])"
+                " AS u(study_uid, sop, pseudo_sop, series, pseudo_series, patient, sop_class,"
+                " modality, size, script_name, script_sha256)"
+                " ON CONFLICT (original_sop_instance_uid) DO NOTHING"
+                " RETURNING original_sop_instance_uid",
+                *columns,
             )
+        return {row["original_sop_instance_uid"] for row in rows}
 
     async def study(
         self,
@@ -268,22 +288,35 @@ class PhiIndex:
                 key, source, calling_ae, size_bytes,
             )
 
-    async def record_quarantined(self, key: str, stage: str, code: str, reason: str) -> None:
-        """Note that an object was refused, with the reason (first reason kept)."""
+    async def record_quarantined(self, key: str, stage: str, code: str, reason: str) -> bool:
+        """Note that an object was refused, with the reason (first reason kept); True when
+        the object was not quarantined before, neither under this key (a redelivery) nor
+        under another receipt of it (a duplicate): only then is it counted."""
         async with self.pool.acquire() as connection:
-            await connection.execute(
+            inserted = await connection.fetchval(
                 "INSERT INTO quarantined_object (key, stage, reason_code, reason)"
-                " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING"
+                " RETURNING NOT EXISTS (SELECT 1 FROM quarantined_object"
+                f" WHERE {_OBJECT_OF_KEY} = regexp_replace($1, {_SUFFIX}, ''))",
                 key, stage, code, reason,
             )
+        return bool(inserted)
 
     async def pipeline_counts(self) -> dict[str, int]:
-        """Objects received, de-identified and quarantined so far."""
+        """Objects received, de-identified and quarantined so far, each counted once.
+
+        A receipt's key is ``<digest>.<unique suffix>.dcm`` (``shared.ingest.object_key``:
+        the digest of its SOP Instance UID, or of its bytes when unreadable), so an object
+        received twice has two rows; ``received`` and ``quarantined`` count distinct keys
+        without the suffix, i.e. distinct objects. ``deidentified`` counts instances, one
+        per original SOP Instance UID."""
         async with self.pool.acquire() as connection:
             row = await connection.fetchrow(
-                "SELECT (SELECT count(*) FROM received_object) AS received,"
+                f"SELECT (SELECT count(DISTINCT {_OBJECT_OF_KEY}) FROM received_object)"
+                " AS received,"
                 " (SELECT count(*) FROM instance) AS deidentified,"
-                " (SELECT count(*) FROM quarantined_object) AS quarantined,"
+                f" (SELECT count(DISTINCT {_OBJECT_OF_KEY}) FROM quarantined_object)"
+                " AS quarantined,"
                 " (SELECT count(*) FROM patient) AS patients,"
                 " (SELECT count(*) FROM study) AS studies,"
                 " (SELECT count(*) FROM rt_set WHERE status = 'complete') AS sets_complete,"

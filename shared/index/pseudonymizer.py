@@ -8,6 +8,8 @@ Every service and command that de-identifies objects goes through here, so they 
 
 from __future__ import annotations
 
+import asyncio
+
 from shared.deid.context import Pseudonyms
 from shared.deid.ctp_filter import ObjectFilter
 from shared.deid.engine import Deidentified, Engine, NeedsIntegers, ObjectIdentity, identity
@@ -40,6 +42,8 @@ class Pseudonymizer:
 
     Instance records are written in batches of ``batch_size`` (call :meth:`flush` before
     relying on them); a batch size of 1 writes each record before ``deidentify`` returns.
+    With ``offload`` (the default) parsing and the engine run in a worker thread, off the
+    event loop; a batch process whose loop has nothing else to do turns it off.
     """
 
     def __init__(
@@ -49,6 +53,7 @@ class Pseudonymizer:
         rules: RuleSet,
         object_filter: ObjectFilter | None = None,
         batch_size: int = 1,
+        offload: bool = True,
     ) -> None:
         self.index = index
         self.site = site
@@ -56,6 +61,7 @@ class Pseudonymizer:
         self.object_filter = object_filter or ObjectFilter()
         self.engine = Engine(rules, site.secret)
         self.batch_size = batch_size
+        self.offload = offload
         self._pending: list[InstanceRecord] = []
         self._integers: dict[tuple[str, str], int] = {}
 
@@ -64,16 +70,22 @@ class Pseudonymizer:
         for objects the filter refuses) with the reason. The instance record is written
         with the next batch (see :meth:`flush`)."""
         result, record = await self.prepare(data)
+        await self.record(record)
+        return result
+
+    async def record(self, record: InstanceRecord) -> None:
+        """Queue an instance record for the next batch (written at once when it is full)."""
         self._pending.append(record)
         if len(self._pending) >= self.batch_size:
             await self.flush()
-        return result
 
     async def prepare(self, data: bytes) -> tuple[Deidentified, InstanceRecord]:
         """Filter and de-identify, returning the instance record for the caller to write
         once the result is stored (``PhiIndex.record_instances``)."""
-        obj = self.engine.read(data)
-        self.object_filter.check(obj)
+        # Parsing and the engine are CPU work: they run in a thread, so the event loop
+        # (heartbeats, other objects in flight) never waits for them. The engine is pure per
+        # call; its caches are plain dict reads and writes.
+        obj = await asyncio.to_thread(self._read, data) if self.offload else self._read(data)
         ident = identity(obj)
         key = patient_key(ident.patient_id, ident.issuer_of_patient_id, ident.study_instance_uid)
         patient = await self.index.patient(key, ident.patient_name)
@@ -96,12 +108,21 @@ class Pseudonymizer:
         )
         return result, instance_record(ident, result, self.rules)
 
+    def _read(self, data: bytes) -> DicomObject:
+        obj = self.engine.read(data)
+        self.object_filter.check(obj)
+        return obj
+
     async def _run_engine(self, obj: DicomObject, pseudonyms: Pseudonyms) -> Deidentified:
         """Run the engine, allocating the counter values it asks for (at most twice: the
         second run has every value the first one asked for)."""
         for _ in range(3):
             try:
-                return self.engine.deidentify(obj, pseudonyms, self._integers)
+                if not self.offload:
+                    return self.engine.deidentify(obj, pseudonyms, self._integers)
+                return await asyncio.to_thread(
+                    self.engine.deidentify, obj, pseudonyms, self._integers
+                )
             except NeedsIntegers as needed:
                 for key_type, key_value in sorted(needed.keys):
                     self._integers[(key_type, key_value)] = await self.index.integer(

@@ -7,9 +7,10 @@ sub-folders); its user metadata, if any, is the JSON file ``<root>/.meta/<bucket
 then renamed over the target with ``os.replace``, so readers see the old or the new content,
 never a part; temporary files are never listed and such names are refused as key segments.
 Metadata is written before the object, so a new object is never visible without its
-metadata. Because keys are paths, a key cannot be both an object and a folder (``a`` and
-``a/b``): the second write fails with :class:`StorageError`. All file I/O runs in worker
-threads via ``asyncio.to_thread``.
+metadata. Every path is resolved and must stay inside its bucket's folder (a symbolic link
+in the way that leads elsewhere is refused with ``UnsafePath``). Because keys are paths, a
+key cannot be both an object and a folder (``a`` and ``a/b``): the second write fails with
+:class:`StorageError`. All file I/O runs in worker threads via ``asyncio.to_thread``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from shared.storage.base import (
     validate_key,
     validate_prefix,
 )
+from shared.storage.keys import contained
 
 CHUNK = 1024 * 1024
 META_FOLDER = ".meta"
@@ -109,8 +111,14 @@ class LocalStore(ObjectStore):
             raise ObjectNotFound(f"bucket {bucket} does not exist")
         return folder
 
+    @staticmethod
+    def _inside(folder: Path, key: str) -> Path:
+        """``folder / key``, refused with UnsafePath (a RejectedObject) unless it resolves
+        inside ``folder``: a symbolic link in the bucket folder never leads elsewhere."""
+        return contained(folder, key, "object key")
+
     def _meta_path(self, bucket: str, key: str) -> Path:
-        return self.root / META_FOLDER / bucket / (key + META_SUFFIX)
+        return self._inside(self.root / META_FOLDER / bucket, key + META_SUFFIX)
 
     @contextlib.contextmanager
     def _errors(self, operation: str, bucket: str, key: str) -> Iterator[None]:
@@ -183,7 +191,7 @@ class LocalStore(ObjectStore):
         metadata: dict[str, str],
     ) -> None:
         folder = self._bucket_dir(bucket)
-        target = folder / key
+        target = self._inside(folder, key)
         meta_path = self._meta_path(bucket, key)
         with self._errors("put", bucket, key):
             try:
@@ -218,13 +226,13 @@ class LocalStore(ObjectStore):
 
     def _object_path(self, bucket: str, key: str) -> Path:
         """Path of an existing object; ObjectNotFound otherwise."""
-        target = self._bucket_dir(bucket) / key
+        target = self._inside(self._bucket_dir(bucket), key)
         if not target.is_file():
             raise ObjectNotFound(f"{bucket}/{key} does not exist")
         return target
 
     def _read(self, bucket: str, key: str) -> bytes:
-        target = self._bucket_dir(bucket) / key
+        target = self._inside(self._bucket_dir(bucket), key)
         with self._errors("get", bucket, key):
             try:
                 return target.read_bytes()
@@ -232,7 +240,7 @@ class LocalStore(ObjectStore):
                 raise ObjectNotFound(f"{bucket}/{key} does not exist") from exc
 
     def _read_to(self, bucket: str, key: str, path: Path) -> None:
-        target = self._bucket_dir(bucket) / key
+        target = self._inside(self._bucket_dir(bucket), key)
         with self._errors("get", bucket, key):
             try:
                 source = open(target, "rb")  # noqa: SIM115 - closed by the with below
@@ -276,7 +284,7 @@ class LocalStore(ObjectStore):
             folder = self._bucket_dir(bucket)
         except ObjectNotFound:
             return
-        target = folder / key
+        target = self._inside(folder, key)
         meta_path = self._meta_path(bucket, key)
         with self._errors("delete", bucket, key):
             if target.is_dir():
@@ -285,8 +293,8 @@ class LocalStore(ObjectStore):
                 target.unlink()
             with contextlib.suppress(FileNotFoundError, NotADirectoryError):
                 meta_path.unlink()
-        self._prune(target.parent, folder)
-        self._prune(meta_path.parent, self.root / META_FOLDER / bucket)
+        self._prune(target.parent, folder.resolve())
+        self._prune(meta_path.parent, (self.root / META_FOLDER / bucket).resolve())
 
     def _keys(self, bucket: str, prefix: str) -> list[str]:
         folder = self._bucket_dir(bucket)
