@@ -74,6 +74,7 @@ def _object_filter(args: argparse.Namespace) -> ObjectFilter:
         script=script,
         reject_structured_reports=not args.accept_structured_reports,
         reject_secondary_captures=not args.accept_secondary_captures,
+        reject_identifying_pixels=not args.accept_burned_in_annotation,
     )
 
 
@@ -116,6 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="do not refuse Structured Reports (refused by default)")
     accept.add_argument("--accept-secondary-captures", action="store_true",
                         help="do not refuse Secondary Captures (ImageType contains SECONDARY)")
+    accept.add_argument("--accept-burned-in-annotation", action="store_true",
+                        help="de-identify objects marked Burned In Annotation or Recognizable "
+                        "Visual Features YES (their pixels are not cleaned; quarantined by "
+                        "default); each is recorded as accepted in the index")
     _add_profile_arguments(deid)
 
     serve = commands.add_parser(

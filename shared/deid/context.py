@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from shared.dicom.parse import DicomObject, Element, Item
+from shared.dicom import charset
+from shared.dicom.parse import UNDEFINED_LENGTH, DicomObject, Element, Item
 from shared.dicom.uids import UidMapper
 
 # Top-level attributes whose values are identifying terms to strip from free text when a
@@ -58,6 +59,7 @@ class ObjectContext:
     # The sequence items being processed, innermost last (empty at the top level).
     items: list[Item] = field(default_factory=list)
     _terms: re.Pattern[str] | None = field(default=None)
+    _top_encodings: charset.Encodings | None = field(default=None)
 
     def integer(self, key_type: str, key_value: str) -> int:
         """A counter value; 0 (and the key noted as missing) if not allocated yet."""
@@ -67,8 +69,33 @@ class ObjectContext:
             return 0
         return number
 
+    def encodings(self) -> charset.Encodings:
+        """Codecs of the data set being processed: the Specific Character Set of the
+        innermost item that has one, else of the object."""
+        for item in reversed(self.items):
+            if charset.SPECIFIC_CHARACTER_SET in item.elements:
+                return self._encodings_of(item)
+        if self._top_encodings is None:
+            self._top_encodings = self._encodings_of(self.obj.dataset)
+        return self._top_encodings
+
+    def _encodings_of(self, item: Item) -> charset.Encodings:
+        element = item.elements.get(charset.SPECIFIC_CHARACTER_SET)
+        if element is None or element.items is not None or element.length == UNDEFINED_LENGTH:
+            return charset.DEFAULT
+        return charset.encodings_for(self.obj.text(element))
+
     def text(self, element: Element) -> str:
-        return self.obj.text(element)
+        """An element's value as text, decoded with the character set in force."""
+        if element.vr not in charset.TEXT_VRS:
+            return self.obj.text(element)
+        if element.items is not None or element.length == UNDEFINED_LENGTH:
+            return ""
+        return charset.decode(self.obj.raw(element), element.vr, self.encodings())
+
+    def encode(self, value: str, vr: str) -> bytes:
+        """Text for an element of this data set, in the character set in force."""
+        return charset.encode(value, vr, self.encodings())
 
     @property
     def item(self) -> Item:
@@ -80,16 +107,27 @@ class ObjectContext:
         components), used to clean free text; None when the object has none."""
         if self._terms is None:
             terms: set[str] = set()
+            top = self._encodings_of(self.obj.dataset)
             for tag in _IDENTIFYING_TAGS:
-                value = self.obj.get_text(tag)
+                element = self.obj.dataset.elements.get(tag)
+                if element is None or element.items is not None or element.opaque:
+                    continue
+                if element.length == UNDEFINED_LENGTH:
+                    continue
+                value = charset.decode(self.obj.raw(element), element.vr, top)
                 if not value:
                     continue
                 for part in re.split(r"[\^=\\]", value):
                     part = part.strip()
-                    if len(part) >= 3:
+                    # Ideographic names are often two characters long.
+                    if len(part) >= 3 or (len(part) >= 2 and not part.isascii()):
                         terms.add(part)
-                if "^" in value:
-                    terms.add(value.replace("^", " ").strip())
+                for group in value.split("="):
+                    if "^" in group:
+                        names = [n.strip() for n in group.split("^") if n.strip()]
+                        terms.add(" ".join(names))
+                        if len(names) >= 2:  # "Given Family", as free text writes it
+                            terms.add(" ".join([*names[1:], names[0]]))
             if not terms:
                 self._terms = re.compile(r"(?!)")
             else:

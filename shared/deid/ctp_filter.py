@@ -40,7 +40,7 @@ from pydicom.charset import decode_bytes
 from pydicom.uid import UID_dictionary  # type: ignore[attr-defined]
 
 from shared.deid.elements import ElementRef, UnknownElement, element_ref, encodings, find, value
-from shared.dicom.errors import FilteredOut
+from shared.dicom.errors import FilteredOut, IdentifyingPixels
 from shared.dicom.parse import UNDEFINED_LENGTH, DicomObject
 
 __all__ = [
@@ -672,6 +672,21 @@ class FilterScript:
 _IMAGE_TYPE = element_ref("ImageType")
 _SOP_CLASS_UID = 0x00080016
 _MEDIA_STORAGE_SOP_CLASS_UID = 0x00020002
+# Pixel content that identifies: text burned into the image, or a face (PS3.3 C.7.6.1).
+_PIXEL_IDENTITY_FLAGS = {
+    0x00280301: "Burned In Annotation",
+    0x00280302: "Recognizable Visual Features",
+}
+
+
+def identifying_pixels(obj: DicomObject) -> str | None:
+    """The name of the flag saying the pixels may identify the patient (Burned In
+    Annotation or Recognizable Visual Features YES), None when neither says so."""
+    for tag, name in _PIXEL_IDENTITY_FLAGS.items():
+        value = obj.get_text(tag)
+        if value is not None and value.strip(" \x00").upper() == "YES":
+            return name
+    return None
 
 
 @dataclass(frozen=True)
@@ -692,11 +707,25 @@ class ObjectFilter:
     reject_structured_reports: bool = True
     reject_secondary_captures: bool = True
     accept_reformatted: bool = True
+    # Pixel data is never cleaned: an object whose pixels may show identifying text or a
+    # face is refused unless an operator accepts such objects knowingly.
+    reject_identifying_pixels: bool = True
 
     def check(self, obj: DicomObject) -> None:
         """Raise :class:`FilteredOut` if ``obj`` is refused; the reason names the rule and
         never an element value. Rules apply in the Anonymizer's order: Secondary
-        Capture, Structured Report, script."""
+        Capture, Structured Report, script; then burned-in annotation."""
+        self._check_switches_and_script(obj)
+        if self.reject_identifying_pixels:
+            flag = identifying_pixels(obj)
+            if flag is not None:
+                raise IdentifyingPixels(
+                    f"{flag} is YES: the pixel data may show identifying text or a face, "
+                    "which is not cleaned; accept such objects knowingly with "
+                    "--accept-burned-in-annotation (ACCEPT_BURNED_IN_ANNOTATION=true)"
+                )
+
+    def _check_switches_and_script(self, obj: DicomObject) -> None:
         if self.reject_secondary_captures:
             image_type = element_text(obj, _IMAGE_TYPE).upper()
             if "SECONDARY" in image_type and not (

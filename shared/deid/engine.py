@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from shared.deid.context import ObjectContext, Pseudonyms
 from shared.deid.rules import (
+    REMOVE,
     Action,
     ActionResult,
     Addition,
@@ -26,7 +27,7 @@ from shared.deid.rules import (
 )
 from shared.dicom import encode
 from shared.dicom.errors import Malformed
-from shared.dicom.parse import DicomObject, Element, Item, Syntax, parse
+from shared.dicom.parse import UNDEFINED_LENGTH, DicomObject, Element, Item, Syntax, parse
 from shared.dicom.uids import UidMapper
 
 PATIENT_ID = 0x00100020
@@ -44,6 +45,7 @@ MODALITY = 0x00080060
 _DUMMY_TEXT_VRS = frozenset({"PN", "ST", "LT", "UT", "UC"})
 _CLEAN_TEXT_VRS = _DUMMY_TEXT_VRS | frozenset({"LO", "SH"})
 DUMMY_TEXT = "ANONYMIZED"
+_FIRST_DATA_SET_GROUP = 0x00030000
 
 
 class NeedsIntegers(Exception):
@@ -129,7 +131,7 @@ class Engine:
         so the caller can allocate them all in the index and try again.
         """
         ctx = ObjectContext(obj, pseudonyms, self.uids, integers if integers is not None else {})
-        out: list[bytes] = []
+        out: list[bytes | memoryview] = []
         self._item(ctx, obj.dataset, obj.syntax, TextTreatment.NONE, out, top=True)
         if ctx.missing_integers:
             raise NeedsIntegers(ctx.missing_integers)
@@ -137,7 +139,7 @@ class Engine:
         new_sop = self._new_value(ctx, SOP_INSTANCE_UID)
         if not new_sop:
             raise Malformed("the profile removed the SOP Instance UID")
-        data = encode.part10(sop_class, new_sop, obj.transfer_syntax_uid, b"".join(out))
+        data = encode.part10(sop_class, new_sop, obj.transfer_syntax_uid, out)
         return Deidentified(
             data=data,
             patient_id=self._new_value(ctx, PATIENT_ID),
@@ -178,6 +180,12 @@ class Engine:
         scripted = rules.by_tag.get(tag)
         if scripted is not None:
             return scripted
+        return self._private_by_creator(item, tag, ctx) or rules.private
+
+    def _private_by_creator(self, item: Item, tag: int, ctx: ObjectContext) -> Action | None:
+        """The action a rule names for exactly this private element (by its block's
+        creator), None when no rule does."""
+        rules = self.rules
         if rules.private_by_creator is not None:
             low = tag & 0xFFFF
             if 0x0010 <= low <= 0x00FF:
@@ -185,13 +193,17 @@ class Engine:
             elif low >= 0x1000:
                 creator_tag = (tag & 0xFFFF0000) | (low >> 8)
             else:
-                return rules.private
+                return None
             creator_element = item.elements.get(creator_tag)
             creator = ctx.text(creator_element).strip() if creator_element else None
-            found = rules.private_by_creator(tag, creator)
-            if found is not None:
-                return found
-        return rules.private
+            return rules.private_by_creator(tag, creator)
+        return None
+
+    def _kept_exactly(self, item: Item, tag: int, ctx: ObjectContext) -> bool:
+        """Whether a rule names this very element (not a group, VR or default rule)."""
+        if tag in self.rules.by_tag:
+            return True
+        return bool(tag & 0x10000) and self._private_by_creator(item, tag, ctx) is not None
 
     def _item(
         self,
@@ -199,10 +211,10 @@ class Engine:
         item: Item,
         syntax: Syntax,
         treatment: TextTreatment,
-        out: list[bytes],
+        out: list[bytes | memoryview],
         top: bool = False,
     ) -> None:
-        buf = ctx.obj.buffer
+        buf = memoryview(ctx.obj.buffer)
         rules = self.rules
         keep, copy, remove = Kind.KEEP, Kind.COPY, Kind.REMOVE
         plain = treatment is TextTreatment.NONE
@@ -224,10 +236,19 @@ class Engine:
                     self._add(ctx, addition, syntax, out)
                 if replaced:
                     continue
-            if tag & 0x10000:
+            action: Action
+            if tag < _FIRST_DATA_SET_GROUP:
+                # File meta and command elements never travel inside a data set: the file
+                # meta is always written afresh.
+                action = REMOVE
+            elif tag & 0x10000:
                 action = self._private_action(item, tag, ctx)
             else:
                 action = rules.action(tag, element.vr)
+            if element.opaque and action.kind in (copy, keep) and not self._kept_exactly(
+                item, tag, ctx
+            ):
+                action = REMOVE
             kind = action.kind
             if kind is copy or (kind is keep and element.items is None and (
                 plain or element.vr not in _CLEAN_TEXT_VRS
@@ -253,7 +274,7 @@ class Engine:
         action: Action,
         syntax: Syntax,
         treatment: TextTreatment,
-        out: list[bytes],
+        out: list[bytes | memoryview],
     ) -> None:
         kind = action.kind
         tag, vr = element.tag, element.vr
@@ -277,9 +298,10 @@ class Engine:
         if dummy or (treatment is TextTreatment.CLEAN and vr == "PN"):
             out.append(encode.text_element(tag, vr, DUMMY_TEXT, syntax))
         elif treatment is TextTreatment.CLEAN and vr in _CLEAN_TEXT_VRS:
-            out.append(encode.text_element(tag, vr, ctx.clean_text(ctx.text(element)), syntax))
+            cleaned = ctx.encode(ctx.clean_text(ctx.text(element)), vr)
+            out.append(encode.element(tag, vr, cleaned, syntax))
         else:
-            out.append(ctx.obj.buffer[element.start : element.end])
+            out.append(memoryview(ctx.obj.buffer)[element.start : element.end])
 
     def _replace(
         self,
@@ -287,30 +309,67 @@ class Engine:
         element: Element,
         value: ActionResult,
         syntax: Syntax,
-        out: list[bytes],
+        out: list[bytes | memoryview],
     ) -> None:
         tag, vr = element.tag, element.vr
         if value is None:
             return
         if isinstance(value, str):
-            out.append(encode.text_element(tag, vr, value, syntax))
+            out.append(encode.element(tag, vr, ctx.encode(value, vr), syntax))
         elif isinstance(value, bytes):
             out.append(encode.element(tag, vr, value, syntax))
         elif isinstance(value, AppendItems):
-            kept = [ctx.obj.buffer[i.start : i.end] for i in element.items or ()]
             same_encoding = (element.item_syntax or syntax) == syntax
-            self._items(tag, value.items, syntax, out, kept if same_encoding else [])
+            kept = [bytes(ctx.obj.buffer[i.start : i.end]) for i in element.items or ()]
+            if not same_encoding:
+                kept = self._reencoded_items(ctx, element, syntax)
+            self._items(ctx, tag, value.items, syntax, out, kept)
         elif isinstance(value, Typed):
-            out.append(encode.text_element(tag, value.vr, value.value, syntax))
+            out.append(encode.element(tag, value.vr, ctx.encode(value.value, value.vr), syntax))
         elif value is Outcome.KEEP:
-            out.append(ctx.obj.buffer[element.start : element.end])
+            out.append(memoryview(ctx.obj.buffer)[element.start : element.end])
         elif value is Outcome.PROCESS:
             if element.items is None:
-                out.append(ctx.obj.buffer[element.start : element.end])
+                out.append(memoryview(ctx.obj.buffer)[element.start : element.end])
             else:
                 self._sequence(ctx, element, syntax, TextTreatment.NONE, out)
         else:
-            self._items(tag, value, syntax, out)
+            self._items(ctx, tag, value, syntax, out)
+
+    def _reencoded_items(
+        self, ctx: ObjectContext, element: Element, syntax: Syntax
+    ) -> list[bytes]:
+        """Items encoded in another syntax (a UN sequence's implicit VR items), written
+        again in ``syntax`` element by element, so new items can be appended after them."""
+        out: list[bytes | memoryview] = []
+        for item in element.items or ():
+            out.append(encode.item_start(syntax))
+            ctx.items.append(item)
+            try:
+                self._item_reencoded(ctx, item, syntax, out)
+            finally:
+                ctx.items.pop()
+            out.append(encode.item_end(syntax))
+        return [b"".join(out)]
+
+    def _item_reencoded(
+        self, ctx: ObjectContext, item: Item, syntax: Syntax, out: list[bytes | memoryview]
+    ) -> None:
+        for tag, element in item.elements.items():
+            if element.items is not None:
+                out.append(encode.sequence_start(tag, "SQ", syntax))
+                for inner in element.items:
+                    out.append(encode.item_start(syntax))
+                    ctx.items.append(inner)
+                    try:
+                        self._item_reencoded(ctx, inner, syntax, out)
+                    finally:
+                        ctx.items.pop()
+                    out.append(encode.item_end(syntax))
+                out.append(encode.sequence_end(syntax))
+            elif element.length != UNDEFINED_LENGTH:
+                vr = "UN" if element.opaque else element.vr
+                out.append(encode.element(tag, vr, bytes(ctx.obj.raw(element)), syntax))
 
     def _sequence(
         self,
@@ -318,10 +377,13 @@ class Engine:
         element: Element,
         syntax: Syntax,
         treatment: TextTreatment,
-        out: list[bytes],
+        out: list[bytes | memoryview],
     ) -> None:
         item_syntax = element.item_syntax or syntax
-        out.append(encode.sequence_start(element.tag, element.vr, syntax))
+        # Items in another encoding than the data set (a sequence received as UN) stay in
+        # theirs, under a UN header of undefined length as PS3.5 6.2.2 requires.
+        vr = "SQ" if item_syntax == syntax else "UN"
+        out.append(encode.sequence_start(element.tag, vr, syntax))
         for item in element.items or ():
             out.append(encode.item_start(item_syntax))
             ctx.items.append(item)
@@ -333,22 +395,25 @@ class Engine:
         out.append(encode.sequence_end(item_syntax))
 
     def _add(
-        self, ctx: ObjectContext, addition: Addition, syntax: Syntax, out: list[bytes]
+        self, ctx: ObjectContext, addition: Addition, syntax: Syntax,
+        out: list[bytes | memoryview],
     ) -> None:
         value = addition.value(ctx)
         if value is None:
             return
         if isinstance(value, str):
-            out.append(encode.text_element(addition.tag, addition.vr, value, syntax))
+            out.append(encode.element(addition.tag, addition.vr,
+                                      ctx.encode(value, addition.vr), syntax))
         else:
-            self._items(addition.tag, value, syntax, out)
+            self._items(ctx, addition.tag, value, syntax, out)
 
     @staticmethod
     def _items(
+        ctx: ObjectContext,
         tag: int,
         items: SequenceItems,
         syntax: Syntax,
-        out: list[bytes],
+        out: list[bytes | memoryview],
         kept: list[bytes] | None = None,
     ) -> None:
         """Write a sequence of new items made of text elements, after ``kept`` items
@@ -358,6 +423,6 @@ class Engine:
         for fields in items:
             out.append(encode.item_start(syntax))
             for item_tag, vr, text in fields:
-                out.append(encode.text_element(item_tag, vr, text, syntax))
+                out.append(encode.element(item_tag, vr, ctx.encode(text, vr), syntax))
             out.append(encode.item_end(syntax))
         out.append(encode.sequence_end(syntax))

@@ -37,7 +37,7 @@ from shared.deid.standard import (
     safe_private,
 )
 from shared.dicom.dates import shift_da, shift_dt
-from shared.dicom.parse import Element
+from shared.dicom.parse import UNDEFINED_LENGTH, Element
 
 PATIENT_NAME = 0x00100010
 PATIENT_ID = 0x00100020
@@ -105,6 +105,10 @@ _DUMMY_BY_VR = {
 }
 
 
+# Overlay Description (60xx,0022) and Overlay Label (60xx,1500), as (mask, value).
+_OVERLAY_TEXT = ((0xFF00FFFF, 0x60000022), (0xFF00FFFF, 0x60001500))
+
+
 def _map_uids(ctx: ObjectContext, element: Element) -> str:
     mapper = ctx.uids
     return "\\".join(mapper(uid.strip(" \x00")) for uid in ctx.text(element).split("\\"))
@@ -117,6 +121,8 @@ def _dummy(ctx: ObjectContext, element: Element) -> str | bytes:
     text = _DUMMY_BY_VR.get(vr)
     if text is not None:
         return text
+    if element.items is not None or element.length == UNDEFINED_LENGTH:
+        return b""  # a value of items (or of undefined length) has no size to copy
     return b"\x00" * element.length  # binary VRs: zeros of the same size stay valid
 
 
@@ -229,6 +235,11 @@ def build_profile(options: ProfileOptions | None = None) -> RuleSet:
             rules.masked.append((mask, value, action))
         else:
             rules.by_tag[row.tag] = action
+    for mask, value in _OVERLAY_TEXT:
+        # Free text that E.1-1 does not list: removed, cleaned with Clean Graphics.
+        rules.masked.append((mask, value, CLEAN_TEXT if options.clean_graphics else REMOVE))
+    # A person's name the table does not list is still a name.
+    rules.by_vr["PN"] = REMOVE
     if options.retain_safe_private:
         rules.private_by_creator = _safe_private_rule()
     if not options.retain_uids:
@@ -299,6 +310,11 @@ def describe_profile(options: ProfileOptions | None = None) -> list[tuple[str, s
     for addition in rules.additions:
         tag = f"({addition.tag >> 16:04X},{addition.tag & 0xFFFF:04X})"
         lines.append((tag, _keyword(addition.tag), "A", "set to " + addition.description))
+    for (mask, value), name in zip(_OVERLAY_TEXT, ("Overlay Description", "Overlay Label"),
+                                   strict=True):
+        action = next(a for m, v, a in rules.masked if (m, v) == (mask, value))
+        tag = f"(60xx,{value & 0xFFFF:04X})"
+        lines.append((tag, name, action.code, action.describe() + " (free text)"))
     for vr, action in rules.by_vr.items():
         lines.append(("(any)", f"any other {vr} element", action.code, action.describe()))
     lines.append(("(gggg,0000)", "group lengths", "X", "remove"))

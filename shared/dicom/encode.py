@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Sequence
 
 from shared.dicom.parse import (
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
@@ -94,9 +95,17 @@ def deflate(dataset: bytes) -> bytes:
 
 
 def part10(
-    sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: str, dataset: bytes
+    sop_class_uid: str,
+    sop_instance_uid: str,
+    transfer_syntax_uid: str,
+    dataset: bytes | Sequence[bytes | memoryview],
 ) -> bytes:
-    """A complete PS3.10 file around an encoded data set."""
+    """A complete PS3.10 file around an encoded data set, given whole or as the pieces
+    the engine wrote (joined once, so a large object is copied once)."""
+    meta = file_meta(sop_class_uid, sop_instance_uid, transfer_syntax_uid)
     if transfer_syntax_uid == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
-        dataset = deflate(dataset)
-    return file_meta(sop_class_uid, sop_instance_uid, transfer_syntax_uid) + dataset
+        whole = dataset if isinstance(dataset, bytes) else b"".join(dataset)
+        return meta + deflate(whole)
+    if isinstance(dataset, bytes):
+        return meta + dataset
+    return b"".join([meta, *dataset])

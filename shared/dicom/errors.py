@@ -42,7 +42,22 @@ class MissingAttribute(RejectedObject):
     code = "missing-attribute"
 
 
+class LimitExceeded(RejectedObject):
+    """The object is beyond a configured limit (size, inflated size, nesting depth); it may
+    be valid, but accepting it would cost more memory or recursion than allowed."""
+
+    code = "limit-exceeded"
+
+
 class FilteredOut(RejectedObject):
     """The object was refused by the site's filter (not an error in the object)."""
 
     code = "filtered"
+
+
+class IdentifyingPixels(RejectedObject):
+    """The object says its pixel data may identify the patient (Burned In Annotation or
+    Recognizable Visual Features YES); pixels are not cleaned, so it is held back unless
+    an operator accepts such objects."""
+
+    code = "burned-in-annotation"

@@ -8,6 +8,7 @@ so truncated or inconsistent files are rejected here rather than half-processed 
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from pydicom.datadict import (  # type: ignore[attr-defined]
     RepeatersDictionary,
 )
 
-from shared.dicom.errors import Malformed, MissingAttribute, NotDicom, Truncated
+from shared.dicom.errors import LimitExceeded, Malformed, MissingAttribute, NotDicom, Truncated
 
 UNDEFINED_LENGTH = 0xFFFFFFFF
 ITEM = 0xFFFEE000
@@ -49,6 +50,59 @@ REQUIRED_UIDS = {
     0x0020000D: "StudyInstanceUID",
     0x0020000E: "SeriesInstanceUID",
 }
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What the reader accepts before it commits memory or recursion to an object.
+
+    A small input must not cost a large amount of memory (a deflated data set that
+    inflates a thousandfold) or crash the reader (sequences nested thousands deep); an
+    object beyond a limit is refused with :class:`LimitExceeded` naming the limit.
+    """
+
+    max_object_bytes: int = 4 << 30
+    max_inflated_bytes: int = 1 << 30
+    max_nesting_depth: int = 64
+
+    def check_size(self, size: int) -> None:
+        """Refuse an object of ``size`` bytes before it is read."""
+        if size > self.max_object_bytes:
+            raise LimitExceeded(
+                f"the object has {size} bytes, more than the largest accepted "
+                f"({self.max_object_bytes} bytes, MAX_OBJECT_BYTES)"
+            )
+
+
+    @classmethod
+    def from_environment(cls) -> Limits:
+        """The limits set by ``MAX_OBJECT_BYTES``, ``MAX_INFLATED_BYTES`` and
+        ``MAX_NESTING_DEPTH`` (validated with the other settings when a program starts;
+        read here so that worker processes started by a program apply them too)."""
+        values: dict[str, int] = {}
+        for name in ("max_object_bytes", "max_inflated_bytes", "max_nesting_depth"):
+            text = os.environ.get(name.upper(), "").strip()
+            if text.isdigit() and int(text) > 0:
+                values[name] = int(text)
+        return cls(**values)
+
+
+_limits: Limits | None = None
+
+
+def default_limits() -> Limits:
+    """The limits :func:`parse` applies when none are given (from the environment)."""
+    global _limits
+    if _limits is None:
+        _limits = Limits.from_environment()
+    return _limits
+
+
+def set_default_limits(limits: Limits | None) -> None:
+    """Set the limits of every later :func:`parse` in this process (None: read the
+    environment again)."""
+    global _limits
+    _limits = limits
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +143,10 @@ class Element:
     end: int  # offset just past the element (after its delimiter, if any)
     items: list[Item] | None = None  # parsed items of a sequence
     item_syntax: Syntax | None = None  # encoding of the items (UN sequences are implicit LE)
+    # The value could not be interpreted (a UN value, or an implicit VR value of an unknown
+    # tag, that is neither a known VR nor items): it may hide anything, so it is removed
+    # unless a rule names exactly this element.
+    opaque: bool = False
 
 
 @dataclass(slots=True)
@@ -162,11 +220,20 @@ def _repeater_entry(tag: int) -> tuple[str, str, str, str, str] | None:
 class _Reader:
     """Walks elements and items with explicit bounds; raises on any inconsistency."""
 
-    def __init__(self, buffer: bytes) -> None:
+    def __init__(self, buffer: bytes, limits: Limits | None = None) -> None:
         self.buffer = buffer
+        self.max_depth = (limits or default_limits()).max_nesting_depth
 
-    def dataset(self, pos: int, end: int, syntax: Syntax, in_item: bool) -> tuple[Item, int]:
-        """Read elements from ``pos`` to ``end`` (or to an item delimiter when ``in_item``)."""
+    def dataset(
+        self, pos: int, end: int, syntax: Syntax, in_item: bool, depth: int = 0
+    ) -> tuple[Item, int]:
+        """Read elements from ``pos`` to ``end`` (or to an item delimiter when ``in_item``);
+        ``depth`` counts the sequences around this data set."""
+        if depth > self.max_depth:
+            raise LimitExceeded(
+                f"sequences are nested more than {self.max_depth} levels deep "
+                "(MAX_NESTING_DEPTH)"
+            )
         buf = self.buffer
         elements: dict[int, Element] = {}
         p = syntax.prefix
@@ -212,7 +279,7 @@ class _Reader:
             last_tag = tag
             element = Element(tag, vr, pos, value, length, 0)
             if length == UNDEFINED_LENGTH:
-                element.end = self._undefined_value(element, end, syntax)
+                element.end = self._undefined_value(element, end, syntax, depth)
             else:
                 element.end = value + length
                 if element.end > end:
@@ -222,21 +289,26 @@ class _Reader:
                     )
                 if vr == "SQ":
                     element.item_syntax = syntax
-                    element.items = self.sequence(value, element.end, syntax, defined=True)[0]
+                    element.items = self.sequence(
+                        value, element.end, syntax, defined=True, depth=depth + 1
+                    )[0]
+                elif vr == "UN":
+                    self._interpret_unknown(element, syntax, depth)
             elements[tag] = element
             pos = element.end
         if in_item:
             raise Truncated("the data ends inside a sequence item")
         return Item(elements), pos
 
-    def _undefined_value(self, element: Element, end: int, syntax: Syntax) -> int:
+    def _undefined_value(self, element: Element, end: int, syntax: Syntax, depth: int) -> int:
         tag = element.tag
         if element.vr == "SQ":
             element.item_syntax = syntax
-        elif element.vr == "UN":
-            # PS3.5 6.2.2: an undefined-length UN value is a sequence in implicit VR LE
-            # (in an implicit VR data set, an unknown tag with undefined length likewise).
+        elif element.vr == "UN" or (not syntax.explicit_vr and tag != PIXEL_DATA):
+            # PS3.5 6.2.2: an undefined-length UN value is a sequence in implicit VR LE; in
+            # an implicit VR data set, any element of undefined length but pixel data is.
             element.item_syntax = IMPLICIT_LE if syntax.explicit_vr else syntax
+            element.vr = "SQ"
         elif tag == PIXEL_DATA:
             return self._fragments(element.value, end, syntax, tag)
         else:
@@ -244,12 +316,48 @@ class _Reader:
                 f"element ({tag >> 16:04X},{tag & 0xFFFF:04X}) with VR {element.vr} has an "
                 "undefined length"
             )
-        items, pos = self.sequence(element.value, end, element.item_syntax, defined=False)
+        items, pos = self.sequence(
+            element.value, end, element.item_syntax, defined=False, depth=depth + 1
+        )
         element.items = items
         return pos
 
+    def _interpret_unknown(self, element: Element, syntax: Syntax, depth: int) -> None:
+        """Give a defined-length value of unknown VR (explicit UN, or an implicit VR tag
+        missing from the data dictionary) the meaning a reader downstream would give it.
+
+        A tag the dictionary knows takes its dictionary VR: a sequence's items are read
+        (implicit VR little endian, PS3.5 6.2.2, else the data set's own encoding); an
+        unknown tag whose value parses as items is a sequence; anything else is opaque.
+        """
+        tag = element.tag
+        known = dictionary_vr(tag) if element.vr == "UN" or not syntax.explicit_vr else "UN"
+        if known not in ("UN", "SQ"):
+            element.vr = known
+            return
+        start, stop = element.value, element.value + element.length
+        if element.length == 0:
+            element.vr = "SQ" if known == "SQ" else element.vr
+            if known == "SQ":
+                element.items, element.item_syntax = [], syntax
+            return
+        candidates = [IMPLICIT_LE] if syntax == IMPLICIT_LE else [IMPLICIT_LE, syntax]
+        for item_syntax in candidates:
+            prefix = b"\xfe\xff\x00\xe0" if item_syntax.little_endian else b"\xff\xfe\xe0\x00"
+            if self.buffer[start : start + 4] != prefix:
+                continue
+            try:
+                items = self.sequence(start, stop, item_syntax, defined=True, depth=depth + 1)[0]
+            except LimitExceeded:
+                raise
+            except (Malformed, Truncated, struct.error):
+                continue
+            element.vr, element.items, element.item_syntax = "SQ", items, item_syntax
+            return
+        element.opaque = True
+
     def sequence(
-        self, pos: int, end: int, syntax: Syntax, defined: bool
+        self, pos: int, end: int, syntax: Syntax, defined: bool, depth: int = 1
     ) -> tuple[list[Item], int]:
         """Read sequence items; a delimited sequence ends at its delimiter."""
         buf = self.buffer
@@ -268,11 +376,13 @@ class _Reader:
                 raise Malformed(f"expected a sequence item at byte {pos}")
             start = pos
             if length == UNDEFINED_LENGTH:
-                item, pos = self.dataset(pos + 8, end, syntax, in_item=True)
+                item, pos = self.dataset(pos + 8, end, syntax, in_item=True, depth=depth)
             else:
                 if pos + 8 + length > end:
                     raise Truncated(f"sequence item at byte {pos} runs past the end of its data")
-                item, _ = self.dataset(pos + 8, pos + 8 + length, syntax, in_item=False)
+                item, _ = self.dataset(
+                    pos + 8, pos + 8 + length, syntax, in_item=False, depth=depth
+                )
                 pos += 8 + length
             item.start, item.end = start, pos
             items.append(item)
@@ -318,15 +428,19 @@ def _syntax_uid(syntax: Syntax) -> str:
     return EXPLICIT_VR_LITTLE_ENDIAN if syntax.little_endian else EXPLICIT_VR_BIG_ENDIAN
 
 
-def parse(data: bytes, require_uids: bool = True) -> DicomObject:
+def parse(data: bytes, require_uids: bool = True, limits: Limits | None = None) -> DicomObject:
     """Index a DICOM object. Raises a :class:`RejectedObject` subclass saying what is wrong.
 
     Accepts PS3.10 files (preamble, ``DICM``, file meta) and bare data sets without file
     meta, in any transfer syntax (deflated data sets are inflated; encapsulated pixel
-    data is walked, never decoded).
+    data is walked, never decoded). Group 0002 found inside a bare data set is set apart
+    as file meta, never left in the data set. ``limits`` (default: :func:`default_limits`)
+    bound the object's size, its inflated size and the nesting of its sequences.
     """
+    limits = limits or default_limits()
     if not data:
         raise NotDicom("the file is empty")
+    limits.check_size(len(data))
     if len(data) >= 132 and data[128:132] == b"DICM":
         meta_start = 132
     elif data[:4] == b"DICM":
@@ -335,7 +449,7 @@ def parse(data: bytes, require_uids: bool = True) -> DicomObject:
         raise Truncated("the file ends inside the 128-byte preamble")
     else:
         meta_start = -1
-    reader = _Reader(data)
+    reader = _Reader(data, limits)
     meta = Item()
     if meta_start >= 0:
         pos = meta_start
@@ -370,22 +484,39 @@ def parse(data: bytes, require_uids: bool = True) -> DicomObject:
         dataset_start = 0
     buffer = data
     if ts_uid == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
-        try:
-            inflated = zlib.decompressobj(-zlib.MAX_WBITS).decompress(data[dataset_start:])
-        except zlib.error as exc:
-            raise Malformed(f"the deflated data set cannot be inflated ({exc})") from None
-        buffer = data[:dataset_start] + inflated
-        reader = _Reader(buffer)
+        buffer = data[:dataset_start] + _inflate(data, dataset_start, limits)
+        reader = _Reader(buffer, limits)
     try:
         dataset, _ = reader.dataset(dataset_start, len(buffer), syntax, in_item=False)
     except (struct.error, UnicodeDecodeError) as exc:
         raise Malformed(f"undecodable element structure ({exc.__class__.__name__})") from None
+    if meta_start < 0:
+        # A bare data set may carry file meta elements (and even command elements): they
+        # describe a transfer, not the object, and never travel with the data set.
+        for tag in [t for t in dataset.elements if t < 0x00030000]:
+            meta.elements[tag] = dataset.elements.pop(tag)
     obj = DicomObject(buffer, meta, dataset, syntax, ts_uid, meta_start >= 0)
     if not dataset.elements:
         raise NotDicom("the file holds no data set")
     if require_uids:
         check_required_uids(obj)
     return obj
+
+
+def _inflate(data: bytes, start: int, limits: Limits) -> bytes:
+    """The inflated data set, refused as soon as it would exceed the inflated-size limit
+    (memory is committed only up to the limit)."""
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    cap = limits.max_inflated_bytes
+    try:
+        inflated = inflater.decompress(memoryview(data)[start:], cap + 1)
+    except zlib.error as exc:
+        raise Malformed(f"the deflated data set cannot be inflated ({exc})") from None
+    if len(inflated) > cap:
+        raise LimitExceeded(
+            f"the deflated data set inflates to more than {cap} bytes (MAX_INFLATED_BYTES)"
+        )
+    return inflated
 
 
 def _read_one(reader: _Reader, pos: int, end: int) -> tuple[Item, int]:

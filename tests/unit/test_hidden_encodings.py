@@ -1,0 +1,265 @@
+"""PHI hidden by encodings: sequences sent as UN, values without a VR, group 0002 in a bare
+data set, overlays' free text, and text in other character sets. Every object here is
+written by hand, byte for byte, and every check looks at the output bytes as well as at
+what pydicom reads back from them."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import tracemalloc
+
+import pydicom
+import pytest
+from pydicom.dataset import Dataset
+
+from shared.deid.context import Pseudonyms
+from shared.deid.engine import Engine
+from shared.deid.profile import ProfileOptions, build_profile
+from shared.dicom.errors import LimitExceeded
+from shared.dicom.parse import Limits, parse
+from tests import handmade
+from tests.handmade import explicit, implicit, item, un_sequence
+
+PSEUDONYMS = Pseudonyms("123456-000007", "123456-000007", 30, "0000000000000042")
+NESTED_NAME = b"Nested^Planted"
+DEEPER_NAME = b"Deeper^Planted"
+REFERENCED_UID = b"1.2.826.0.1.3680043.8.498.1112223334"
+ACQUISITION_DATE = b"20190412"
+START_DATETIME = b"20190412083000"
+
+
+def _run(data: bytes, options: ProfileOptions | None = None) -> tuple[bytes, Dataset]:
+    engine = Engine(build_profile(options), b"s" * 32)
+    result = engine.deidentify(engine.read(data), PSEUDONYMS)
+    ds = pydicom.dcmread(io.BytesIO(result.data))
+    for _ in ds.iterall():  # pydicom reads UN sequences back as sequences
+        pass
+    return result.data, ds
+
+
+def _names(ds: Dataset) -> list[str]:
+    return [str(e.value) for e in ds.iterall() if e.keyword == "PatientName"]
+
+
+def _radiopharmaceutical_item(defined: bool) -> bytes:
+    """An item of (0054,0016) with a date-time, a name and a UN sequence one level down."""
+    deeper = item(implicit(0x00100010, DEEPER_NAME), defined)
+    body = (implicit(0x00080022, ACQUISITION_DATE)
+            + implicit(0x00100010, NESTED_NAME)
+            + implicit(0x00181078, START_DATETIME)
+            + implicit(0x00540300, b"".join([deeper]) if defined else deeper
+                       + handmade.sequence_end(),
+                       length=None if defined else handmade.UNDEFINED))
+    return item(body, defined)
+
+
+def _object_with_un_sequences(defined: bool) -> bytes:
+    ds, sop = handmade.ct()
+    referenced = item(implicit(0x00081150, handmade.CT_IMAGE_STORAGE.encode() + b"\x00")
+                      + implicit(0x00081155, REFERENCED_UID)
+                      + implicit(0x00100010, NESTED_NAME), defined)
+    ds.raw(0x00081140, un_sequence(0x00081140, [referenced], defined))
+    ds.raw(0x00540016, un_sequence(0x00540016, [_radiopharmaceutical_item(defined)], defined))
+    return handmade.part10(ds.encode(), sop)
+
+
+@pytest.mark.parametrize("defined", [True, False], ids=["defined-length", "undefined-length"])
+def test_sequences_sent_as_un_are_de_identified_inside(defined: bool) -> None:
+    data, ds = _run(_object_with_un_sequences(defined))
+    for planted in (NESTED_NAME, DEEPER_NAME, REFERENCED_UID, ACQUISITION_DATE, b"Planted"):
+        assert planted not in data
+    assert set(_names(ds)) == {"123456-000007"}
+    reference = ds.ReferencedImageSequence[0]
+    assert reference.ReferencedSOPInstanceUID.startswith("2.25.")
+    radiopharmaceutical = ds.RadiopharmaceuticalInformationSequence[0]
+    assert radiopharmaceutical.RadiopharmaceuticalStartDateTime == "20190313083000"
+    assert ds.PatientIdentityRemoved == "YES"
+
+
+def test_known_attributes_sent_as_un_take_their_dictionary_vr() -> None:
+    ds, sop = handmade.ct()
+    ds.raw(0x00080022, explicit(0x00080022, "UN", ACQUISITION_DATE))  # Acquisition Date
+    ds.raw(0x00140104, explicit(0x00140104, "UN", b"Reviewer^Planted"))  # a PN E.1-1 omits
+    ds.raw(0x00181000, explicit(0x00181000, "UN", b"SERIAL-PLANTED"))  # Device Serial Number
+    ds.raw(0x00200052, explicit(0x00200052, "UN", REFERENCED_UID))  # Frame of Reference UID
+    data, out = _run(handmade.part10(ds.encode(), sop))
+    for planted in (ACQUISITION_DATE, b"Reviewer", b"SERIAL-PLANTED", REFERENCED_UID):
+        assert planted not in data
+    assert out.AcquisitionDate == "20190313"
+    assert out.FrameOfReferenceUID.startswith("2.25.")
+
+
+def test_an_unknown_tag_is_read_as_items_when_its_value_is_items_and_else_removed() -> None:
+    ds, sop = handmade.ct()
+    as_items = item(implicit(0x00100010, NESTED_NAME) + implicit(0x00100030, b"19500101"))
+    ds.raw(0x00769010, explicit(0x00769010, "UN", as_items))  # not in the dictionary
+    ds.raw(0x00769012, explicit(0x00769012, "UN", b"Opaque^Planted free text"))
+    data, out = _run(handmade.part10(ds.encode(), sop))
+    assert NESTED_NAME not in data and b"19500101" not in data
+    assert b"Opaque" not in data
+    assert (0x0076, 0x9012) not in out
+    assert out[0x00769010].value[0].PatientName == "123456-000007"
+
+
+def test_implicit_vr_private_sequence_kept_as_safe_is_de_identified_inside() -> None:
+    creator = b"Philips PET Private Group"  # creator of safe attributes in E.3.10-1
+    ds, sop = handmade.ct(explicit_vr=False)
+    ds.raw(0x70530010, implicit(0x70530010, creator))
+    ds.raw(0x70531000, implicit(0x70531000, b"1.5 "))  # SUV factor, safe
+    # Kept as safe by its creator and element, but holding items: the profile applies inside.
+    ds.raw(0x70531009, implicit(0x70531009, item(implicit(0x00100010, NESTED_NAME))))
+    ds.raw(0x70531002, implicit(0x70531002, b"Opaque^Planted"))
+    data, out = _run(handmade.part10(ds.encode(), sop, handmade.IMPLICIT_LE),
+                     ProfileOptions(retain_safe_private=True))
+    assert NESTED_NAME not in data and b"Opaque" not in data
+    assert (0x7053, 0x1000) in out and (0x7053, 0x1009) in out
+
+
+def test_group_0002_in_a_bare_data_set_never_reaches_the_output() -> None:
+    ds, _ = handmade.ct()
+    ds.raw(0x00020010, explicit(0x00020010, "UI", handmade.EXPLICIT_LE.encode()))
+    ds.raw(0x00020016, explicit(0x00020016, "AE", b"PLANTEDAE"))
+    ds.raw(0x00020102, explicit(0x00020102, "OB", b"PlantedPrivateInfo"))
+    data, out = _run(ds.encode())
+    assert b"PLANTEDAE" not in data and b"PlantedPrivateInfo" not in data
+    assert set(out.file_meta.keys()) == {
+        0x00020000, 0x00020001, 0x00020002, 0x00020003, 0x00020010, 0x00020012, 0x00020013}
+    assert not [e for e in out if e.tag.group == 0x0002]
+    assert data.count(b"\x02\x00\x10\x00UI") == 1  # one transfer syntax, in the meta
+
+
+def test_file_meta_inside_a_sequence_item_is_removed() -> None:
+    ds, sop = handmade.ct()
+    inner = item(implicit(0x00020016, b"PLANTEDAE") + implicit(0x00081155, REFERENCED_UID))
+    ds.raw(0x00081140, un_sequence(0x00081140, [inner]))
+    data, _ = _run(handmade.part10(ds.encode(), sop))
+    assert b"PLANTEDAE" not in data
+
+
+def test_overlay_description_and_label_are_removed_unless_graphics_are_cleaned() -> None:
+    ds, sop = handmade.ct()
+    ds.add(0x60000022, "LO", "Overlay by Planted^Patient")
+    ds.add(0x60001500, "LO", "Planted label")
+    ds.add(0x60020022, "LO", "Second overlay Planted")
+    data, out = _run(handmade.part10(ds.encode(), sop))
+    assert b"Planted" not in data
+    assert (0x6000, 0x0022) not in out and (0x6000, 0x1500) not in out
+    cleaned, _ = _run(handmade.part10(ds.encode(), sop), ProfileOptions(clean_graphics=True))
+    assert b"Planted" not in cleaned
+
+
+# Names in three character sets: Latin-1, UTF-8, and Japanese in ISO 2022 (IR 87).
+NAMES = {
+    "ISO_IR 100": ("Müller^Jürgen", "Açaí energy scan by Jürgen Müller"),
+    "ISO_IR 192": ("Ωρίων^Δήμητρα", "Açaí energy scan, Δήμητρα Ωρίων"),
+    "\\ISO 2022 IR 87": ("Yamada^Tarou=山田^太郎=やまだ^たろう", "Açaí? 山田太郎 scan"),
+}
+_CODECS = ("latin-1", "utf-8", "iso2022_jp", "shift_jis", "euc_jp", "utf-16-le")
+
+
+def _encodings_of(text: str) -> set[bytes]:
+    found = set()
+    for codec in _CODECS:
+        with contextlib.suppress(UnicodeEncodeError):
+            found.add(text.encode(codec))
+    return found
+
+
+def _parts(name: str) -> list[str]:
+    parts = []
+    for group in name.split("="):
+        parts += [p for p in group.split("^") if len(p) >= 2]
+    return parts
+
+
+@pytest.mark.parametrize("charset", list(NAMES))
+def test_no_encoding_of_a_non_ascii_name_survives_and_text_is_not_garbled(charset: str) -> None:
+    pydicom_ds = Dataset()
+    name, description = NAMES[charset]
+    pydicom_ds.SpecificCharacterSet = charset.lstrip("\\").split("\\") if "2022" not in charset \
+        else ["", "ISO 2022 IR 87"]
+    pydicom_ds.PatientName = name
+    pydicom_ds.StudyDescription = "Açaí energy scan" if charset == "ISO_IR 100" else description
+    pydicom_ds.SeriesDescription = description
+    pydicom_ds.PrescriptionNotes = description  # UT: cleaned like the LO descriptions
+    pydicom_ds.SOPClassUID = handmade.CT_IMAGE_STORAGE
+    pydicom_ds.SOPInstanceUID = pydicom.uid.generate_uid()
+    pydicom_ds.StudyInstanceUID = pydicom.uid.generate_uid()
+    pydicom_ds.SeriesInstanceUID = pydicom.uid.generate_uid()
+    pydicom_ds.PatientID = "PLANTED-ID-1"
+    pydicom_ds.Modality = "CT"
+    buffer = io.BytesIO()
+    pydicom_ds.file_meta = pydicom.dataset.FileMetaDataset()
+    pydicom_ds.file_meta.TransferSyntaxUID = handmade.EXPLICIT_LE
+    pydicom_ds.file_meta.MediaStorageSOPClassUID = pydicom_ds.SOPClassUID
+    pydicom_ds.file_meta.MediaStorageSOPInstanceUID = pydicom_ds.SOPInstanceUID
+    pydicom_ds.save_as(buffer, enforce_file_format=True)
+    data, out = _run(buffer.getvalue(), ProfileOptions.ricord().__class__(
+        retain_longitudinal_modified_dates=True, retain_patient_characteristics=True,
+        clean_descriptors=True))
+    for part in _parts(name):
+        for encoded in _encodings_of(part):
+            assert encoded not in data, f"an encoding of a name part survived ({charset})"
+    if charset == "ISO_IR 100":
+        assert out.StudyDescription == "Açaí energy scan"
+        assert "Açaí energy scan".encode("latin-1") in data
+    assert out.SeriesDescription.startswith("Açaí")
+    assert out.PrescriptionNotes.startswith("Açaí")
+    assert out.PatientName == "123456-000007"
+
+
+def test_a_deflated_file_that_inflates_beyond_the_limit_is_refused_before_inflating() -> None:
+    import zlib
+
+    ds, sop = handmade.ct()
+    ds.raw(0x7FE00010, explicit(0x7FE00010, "OB", b"\x00" * (8 << 20)))
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    deflated = compressor.compress(ds.encode()) + compressor.flush()
+    data = handmade.part10(deflated, sop, handmade.DEFLATED_LE)
+    assert len(data) < 20_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(LimitExceeded, match="MAX_INFLATED_BYTES"):
+            parse(data, limits=Limits(max_inflated_bytes=1 << 20))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20
+    assert parse(data, limits=Limits()).dataset.elements  # within the default limit
+
+
+def test_sequences_nested_thousands_deep_are_refused_with_a_reason() -> None:
+    inner = implicit(0x00100010, NESTED_NAME)
+    for _ in range(3000):
+        inner = implicit(0x00081140, item(inner, defined=False) + handmade.sequence_end(),
+                         length=handmade.UNDEFINED)
+    ds, sop = handmade.ct(explicit_vr=False)
+    ds.raw(0x00081140, inner)
+    data = handmade.part10(ds.encode(), sop, handmade.IMPLICIT_LE)
+    with pytest.raises(LimitExceeded, match="nested more than 64 levels"):
+        parse(data)
+    with pytest.raises(LimitExceeded):
+        parse(data, limits=Limits(max_nesting_depth=10))
+
+
+def test_an_undefined_length_un_value_under_a_dummy_rule_costs_no_memory() -> None:
+    ds, sop = handmade.ct()
+    empty_sequence = handmade.sequence_end()
+    ds.raw(0x00420011, explicit(0x00420011, "UN", empty_sequence, length=handmade.UNDEFINED))
+    data = handmade.part10(ds.encode(), sop)
+    assert len(data) < 1000
+    tracemalloc.start()
+    try:
+        _run(data)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20
+
+
+def test_an_object_larger_than_the_limit_is_refused() -> None:
+    ds, sop = handmade.ct()
+    data = handmade.part10(ds.encode(), sop)
+    with pytest.raises(LimitExceeded, match="MAX_OBJECT_BYTES"):
+        parse(data, limits=Limits(max_object_bytes=100))
