@@ -61,6 +61,11 @@ class ObjectContext:
     _terms: re.Pattern[str] | None = field(default=None)
     _top_encodings: charset.Encodings | None = field(default=None)
 
+    @classmethod
+    def for_reading(cls, obj: DicomObject) -> ObjectContext:
+        """A context that only reads the object's values (no pseudonyms, no UIDs)."""
+        return cls(obj, Pseudonyms("", "", 0), UidMapper(b"\x00" * 32))
+
     def integer(self, key_type: str, key_value: str) -> int:
         """A counter value; 0 (and the key noted as missing) if not allocated yet."""
         number = self.integers.get((key_type, key_value))

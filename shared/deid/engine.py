@@ -91,10 +91,13 @@ def identity(obj: DicomObject) -> ObjectIdentity:
     """Read the identifiers needed before de-identification (values are PHI: keep them
     out of logs)."""
     get = obj.get_text
+    name = obj.dataset.elements.get(PATIENT_NAME)
     return ObjectIdentity(
+        # IDs are compared byte for byte (read as Latin-1, which keeps every byte); the
+        # name is kept for people to read, so it is decoded with its character set.
         patient_id=get(PATIENT_ID) or "",
         issuer_of_patient_id=get(ISSUER_OF_PATIENT_ID) or "",
-        patient_name=get(PATIENT_NAME) or "",
+        patient_name=ObjectContext.for_reading(obj).text(name) if name else "",
         study_instance_uid=get(STUDY_INSTANCE_UID) or "",
         study_date=get(STUDY_DATE) or "",
         accession_number=get(ACCESSION_NUMBER) or "",

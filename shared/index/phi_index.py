@@ -73,6 +73,7 @@ class InstanceRecord:
     size_bytes: int
     script_name: str
     script_sha256: str
+    burned_in_annotation_accepted: bool = False
 
 
 PATIENT_KEY_TYPE = "patient"
@@ -83,8 +84,11 @@ _OBJECT_OF_KEY = f"regexp_replace(key, {_SUFFIX}, '')"
 
 def patient_counter_key(key: tuple[str, str]) -> str:
     """The value under which a patient is numbered in the 'patient' counter: the patient ID,
-    followed by a backslash and the issuer when there is one."""
-    return key[0] if not key[1] else f"{key[0]}\\{key[1]}"
+    followed by a backslash and the issuer when there is one, each with its own backslashes
+    doubled, so that ID ``A\\B`` without issuer and ID ``A`` of issuer ``B`` differ.
+    Values without a backslash keep the plain form (see migration 0005)."""
+    patient_id, issuer = (part.replace("\\", "\\\\") for part in key)
+    return patient_id if not issuer else f"{patient_id}\\{issuer}"
 
 
 def patient_key(patient_id: str, issuer: str, study_uid: str) -> tuple[str, str]:
@@ -209,13 +213,18 @@ class PhiIndex:
     async def record_instances(self, instances: list[InstanceRecord]) -> set[str]:
         """Record de-identified objects in one round trip; an object recorded before is
         left as it was (re-runs and redeliveries change nothing). Returns the original SOP
-        Instance UIDs that were new, so callers count each object once."""
+        Instance UIDs that were new, so callers count each object once.
+
+        An object de-identified again under other rules (another script or profile, or
+        burned-in annotation now accepted) overwrote its output: its row then takes the
+        new rules' identity and what they produced, and is not counted as new."""
         if not instances:
             return set()
         columns = list(zip(
             *((i.original_study_uid, i.original_sop_instance_uid, i.pseudo_sop_instance_uid,
                i.original_series_uid, i.pseudo_series_uid, i.pseudo_patient_id,
-               i.sop_class_uid, i.modality, i.size_bytes, i.script_name, i.script_sha256)
+               i.sop_class_uid, i.modality, i.size_bytes, i.script_name, i.script_sha256,
+               i.burned_in_annotation_accepted)
               for i in instances),
             strict=True,
         ))
@@ -224,19 +233,30 @@ class PhiIndex:
                 "INSERT INTO instance (study, original_sop_instance_uid,"
                 " pseudo_sop_instance_uid, original_series_uid, pseudo_series_uid,"
                 " pseudo_patient_id, sop_class_uid, modality, size_bytes, script_name,"
-                " script_sha256)"
+                " script_sha256, burned_in_annotation_accepted)"
                 " SELECT (SELECT id FROM study WHERE original_study_uid = u.study_uid),"
                 " u.sop, u.pseudo_sop, u.series, u.pseudo_series, u.patient, u.sop_class,"
-                " u.modality, u.size, u.script_name, u.script_sha256"
+                " u.modality, u.size, u.script_name, u.script_sha256, u.accepted"
                 " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],"
-                " $6::text[], $7::text[], $8::text[], $9::bigint[], $10::text[], $11::text[])"
+                " $6::text[], $7::text[], $8::text[], $9::bigint[], $10::text[], $11::text[],"
+                " $12::boolean[])"
                 " AS u(study_uid, sop, pseudo_sop, series, pseudo_series, patient, sop_class,"
-                " modality, size, script_name, script_sha256)"
-                " ON CONFLICT (original_sop_instance_uid) DO NOTHING"
-                " RETURNING original_sop_instance_uid",
+                " modality, size, script_name, script_sha256, accepted)"
+                " ON CONFLICT (original_sop_instance_uid) DO UPDATE SET"
+                " pseudo_sop_instance_uid = excluded.pseudo_sop_instance_uid,"
+                " pseudo_series_uid = excluded.pseudo_series_uid,"
+                " pseudo_patient_id = excluded.pseudo_patient_id,"
+                " size_bytes = excluded.size_bytes, script_name = excluded.script_name,"
+                " script_sha256 = excluded.script_sha256,"
+                " burned_in_annotation_accepted = excluded.burned_in_annotation_accepted"
+                " WHERE (instance.script_name, instance.script_sha256,"
+                " instance.pseudo_sop_instance_uid, instance.burned_in_annotation_accepted)"
+                " IS DISTINCT FROM (excluded.script_name, excluded.script_sha256,"
+                " excluded.pseudo_sop_instance_uid, excluded.burned_in_annotation_accepted)"
+                " RETURNING original_sop_instance_uid, (xmax = 0) AS inserted",
                 *columns,
             )
-        return {row["original_sop_instance_uid"] for row in rows}
+        return {row["original_sop_instance_uid"] for row in rows if row["inserted"]}
 
     async def study(
         self,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 
 from shared.deid.context import Pseudonyms
-from shared.deid.ctp_filter import ObjectFilter
+from shared.deid.ctp_filter import ObjectFilter, identifying_pixels
 from shared.deid.engine import Deidentified, Engine, NeedsIntegers, ObjectIdentity, identity
 from shared.deid.rules import RuleSet
 from shared.dicom.parse import DicomObject
@@ -19,9 +19,11 @@ from shared.index.phi_index import InstanceRecord, PhiIndex, Site, patient_key
 
 
 def instance_record(
-    ident: ObjectIdentity, result: Deidentified, rules: RuleSet
+    ident: ObjectIdentity, result: Deidentified, rules: RuleSet,
+    burned_in_annotation_accepted: bool = False,
 ) -> InstanceRecord:
-    """What the index records of one de-identified object and the rules that made it."""
+    """What the index records of one de-identified object and the rules that made it
+    (and whether an operator accepted pixels flagged as identifying)."""
     return InstanceRecord(
         original_study_uid=ident.study_instance_uid,
         original_sop_instance_uid=ident.sop_instance_uid,
@@ -34,6 +36,7 @@ def instance_record(
         size_bytes=len(result.data),
         script_name=rules.name,
         script_sha256=rules.sha256,
+        burned_in_annotation_accepted=burned_in_annotation_accepted,
     )
 
 
@@ -106,7 +109,9 @@ class Pseudonymizer:
             pseudo_study_date=result.study_date,
             original_accession=ident.accession_number,
         )
-        return result, instance_record(ident, result, self.rules)
+        # The filter let a flagged object through only because an operator accepts them.
+        accepted = identifying_pixels(obj) is not None
+        return result, instance_record(ident, result, self.rules, accepted)
 
     def _read(self, data: bytes) -> DicomObject:
         obj = self.engine.read(data)
