@@ -39,6 +39,10 @@ KNOWN_VRS = LONG_VRS | frozenset(
 )
 
 _VR_NAMES = {vr.encode(): vr for vr in KNOWN_VRS}
+# VRs the profile acts on as such, and the string VRs a sender may put in their place.
+_VR_DECIDES_RULE = frozenset({"DA", "DT", "UI", "PN"})
+_RELABELLED = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH",
+                         "ST", "TM", "UC", "UI", "UT"})
 _LONG_VR_BYTES = frozenset(vr.encode() for vr in LONG_VRS)
 _STRUCTS = {f: struct.Struct(f) for f in ("<HH2sH", ">HH2sH", "<HHL", ">HHL", "<L", ">L")}
 
@@ -269,6 +273,12 @@ class _Reader:
                     value = pos + 12
                 else:
                     value = pos + 8
+                if vr in _RELABELLED and not group & 1:
+                    # A date, UID or name sent under another string VR is still one: the
+                    # rules that act by VR (shift dates, map UIDs, remove names) must see it.
+                    known = dictionary_vr(tag)
+                    if known != vr and known in _VR_DECIDES_RULE:
+                        vr = known
             else:
                 vr = dictionary_vr(tag)
                 value = pos + 8

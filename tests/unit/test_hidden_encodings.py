@@ -263,3 +263,13 @@ def test_an_object_larger_than_the_limit_is_refused() -> None:
     data = handmade.part10(ds.encode(), sop)
     with pytest.raises(LimitExceeded, match="MAX_OBJECT_BYTES"):
         parse(data, limits=Limits(max_object_bytes=100))
+
+
+def test_dates_uids_and_names_sent_under_another_string_vr_are_treated_as_such() -> None:
+    ds, sop = handmade.ct()
+    ds.add(0x00140102, "LO", "20190412")  # Secondary Review Date (not in E.1-1), as LO
+    ds.add(0x00081155, "SH", REFERENCED_UID.decode())  # a Referenced SOP Instance UID as SH
+    ds.add(0x00142006, "LO", "Evaluator^Planted")  # Evaluator Name (PN) as LO
+    data, _ = _run(handmade.part10(ds.encode(), sop))
+    for planted in (ACQUISITION_DATE, REFERENCED_UID, b"Evaluator"):
+        assert planted not in data
