@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.deid.profile import ProfileOptions
@@ -38,6 +38,13 @@ class Settings(BaseSettings):
     amqp_url: str | None = Field(default=None, description="RabbitMQ URL; unset: in-process")
     queue_prefix: str = ""
     max_deliveries: int = Field(default=5, ge=1, le=100)
+    retry_delay_seconds: float = Field(
+        default=5.0, ge=0.001, description="wait after a failed delivery, doubled per failure"
+    )
+    retry_max_delay_seconds: float = Field(default=300.0, ge=0.001, description="longest wait")
+    incoming_retention_days: float = Field(
+        default=0.0, ge=0, description="days a processed received object is kept; 0: none"
+    )
 
     # Object store
     s3_endpoint: str | None = Field(default=None, description="host:port of MinIO/S3")
@@ -80,6 +87,13 @@ class Settings(BaseSettings):
     def _six_digits(cls, value: str | None) -> str | None:
         if value is not None and not (len(value) == 6 and value.isdigit()):
             raise ValueError("SITE_ID must be exactly six digits, e.g. 123456")
+        return value
+
+    @field_validator("retry_max_delay_seconds")
+    @classmethod
+    def _longest_wait(cls, value: float, info: ValidationInfo) -> float:
+        if value < info.data.get("retry_delay_seconds", 0):
+            raise ValueError("RETRY_MAX_DELAY_SECONDS must not be below RETRY_DELAY_SECONDS")
         return value
 
     @field_validator("scp_ae_title")

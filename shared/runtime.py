@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,15 +69,41 @@ async def open_resources(settings: Settings, broker: Broker | None = None) -> Re
     try:
         await store.ensure_buckets(names.all())
         if broker is None:
-            topology = Topology(settings.queue_prefix, settings.max_deliveries)
-            broker = (RabbitBroker(settings.amqp_url, topology) if settings.amqp_url
-                      else MemoryBroker(topology))
+            topology = topology_from(settings)
+            dependencies = dependency_check(index, store)
+            broker = (RabbitBroker(settings.amqp_url, topology, dependencies=dependencies)
+                      if settings.amqp_url else MemoryBroker(topology, dependencies=dependencies))
         await broker.connect()
     except BaseException:
         await store.close()
         await index.close()
         raise
     return Resources(settings, index, store, names, broker)
+
+
+def topology_from(settings: Settings) -> Topology:
+    """The queue topology of the settings (prefix, deliveries, retry delays)."""
+    return Topology(settings.queue_prefix, settings.max_deliveries,
+                    settings.retry_delay_seconds, settings.retry_max_delay_seconds)
+
+
+def dependency_check(index: OpenIndex, store: ObjectStore) -> Callable[[], Awaitable[None]]:
+    """Raises (naming the dependency) while the database or the object store is down: the
+    brokers then pause their consumers instead of spending deliveries."""
+
+    async def check() -> None:
+        try:
+            async with asyncio.timeout(10), index.pool.acquire() as connection:
+                await connection.fetchval("SELECT 1")
+        except Exception as exc:
+            raise ConnectionError(f"database: {type(exc).__name__}") from exc
+        try:
+            async with asyncio.timeout(10):
+                await store.check()
+        except Exception as exc:
+            raise ConnectionError(f"storage: {type(exc).__name__}") from exc
+
+    return check
 
 
 def rules_from(settings: Settings, site_id: str) -> RuleSet:

@@ -33,6 +33,9 @@ T = TypeVar("T")
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 MAX_DELIVERIES = 3
+# Retry delays of the test topologies (seconds): short, so failures retry quickly.
+RETRY_DELAY = 0.05
+RETRY_MAX_DELAY = 0.2
 
 
 def run(coroutine: Coroutine[Any, Any, T], timeout: float = 60) -> T:
@@ -91,7 +94,8 @@ async def _delete_topology(url: str, topology: Topology) -> None:
 @pytest.fixture(name="rabbit_topology")
 def rabbit_topology_fixture() -> Topology:
     """A topology of its own for one test (unique prefix, three deliveries at most)."""
-    return Topology(prefix=unique_prefix(), max_deliveries=MAX_DELIVERIES)
+    return Topology(prefix=unique_prefix(), max_deliveries=MAX_DELIVERIES,
+                    retry_delay=RETRY_DELAY, retry_max_delay=RETRY_MAX_DELAY)
 
 
 @pytest.fixture(name="rabbit_broker")
@@ -118,7 +122,8 @@ def make_rabbit_broker(
 def any_broker_fixture(request: pytest.FixtureRequest) -> Broker:
     """The broker under test: RabbitMQ (isolated topology) or in-process, unconnected."""
     if request.param == "memory":
-        return MemoryBroker(Topology(max_deliveries=MAX_DELIVERIES), grace=5)
+        return MemoryBroker(Topology(max_deliveries=MAX_DELIVERIES, retry_delay=RETRY_DELAY,
+                                     retry_max_delay=RETRY_MAX_DELAY), grace=5)
     rabbit: RabbitBroker = request.getfixturevalue("rabbit_broker")
     return rabbit
 

@@ -31,6 +31,9 @@ from tests.s3_server import S3Endpoint, free_port
 from tests.s3_server import _remove_buckets as remove_buckets
 
 STORESCU = Path("/usr/bin/storescu")
+# Retry delays of the test deployments (seconds): a failing message is retried quickly.
+RETRY_DELAY = 0.2
+RETRY_MAX_DELAY = 1.0
 
 
 @dataclass
@@ -91,6 +94,8 @@ class Pipeline:
             "AMQP_URL": self.amqp_url,
             "QUEUE_PREFIX": self.prefix,
             "MAX_DELIVERIES": "3",
+            "RETRY_DELAY_SECONDS": str(RETRY_DELAY),
+            "RETRY_MAX_DELAY_SECONDS": str(RETRY_MAX_DELAY),
             "S3_ENDPOINT": self.s3.endpoint,
             "S3_ACCESS_KEY": self.s3.access_key,
             "S3_SECRET_KEY": self.s3.secret_key,
@@ -106,6 +111,11 @@ class Pipeline:
             "DATA_DIR": str(self.tmp / "data"),
             "LOG_LEVEL": "INFO",
         }
+
+    @property
+    def topology(self) -> Topology:
+        """The queue topology the services of this deployment declare."""
+        return Topology(self.prefix, 3, RETRY_DELAY, RETRY_MAX_DELAY)
 
     def start(self, service: str, **extra: str) -> ServiceProcess:
         """Start ``services.<service>`` and wait until it is ready."""
@@ -186,7 +196,7 @@ class Pipeline:
 
     def dead_letters(self) -> int:
         async def depth() -> int:
-            broker = RabbitBroker(self.amqp_url, Topology(self.prefix, 3))
+            broker = RabbitBroker(self.amqp_url, self.topology)
             await broker.connect()
             try:
                 return len(await broker.dead_letters())
@@ -212,7 +222,7 @@ def pipeline(
             process.stop()
 
         async def cleanup() -> None:
-            broker = RabbitBroker(amqp_url, Topology(running.prefix, 3))
+            broker = RabbitBroker(amqp_url, running.topology)
             await broker.connect()
             await broker.delete_topology()
             await broker.close()

@@ -22,6 +22,7 @@ from shared.deid.profile import ProfileOptions, describe_profile
 from shared.index.connect import open_index
 from shared.index.database import DatabaseUnavailable
 from shared.index.phi_index import SiteConflict
+from shared.messaging.topology import WORK_QUEUES
 from shared.observability.logging import configure_logging
 
 _OPTION_FLAGS = {
@@ -149,6 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("conformance", help="print the Storage SCP's conformance statement")
 
+    redrive = commands.add_parser(
+        "redrive", help="move dead letters back to their queue (RabbitMQ at AMQP_URL)")
+    redrive.add_argument("queue", nargs="?", choices=WORK_QUEUES, metavar="QUEUE",
+                         help=f"only the dead letters of this queue ({', '.join(WORK_QUEUES)})")
+
     migrate = commands.add_parser("migrate", help="create or upgrade the PHI index schema")
     migrate.add_argument("--data-dir", type=Path)
 
@@ -249,6 +255,23 @@ def _run_status(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _run_redrive(args: argparse.Namespace, settings: Settings) -> int:
+    from shared.messaging import BrokerError
+    from shared.recovery import RedriveUnavailable, redrive
+
+    try:
+        moved, left = asyncio.run(redrive(settings, args.queue))
+    except RedriveUnavailable as exc:
+        print(f"anon redrive: {exc}", file=sys.stderr)
+        return 2
+    except BrokerError as exc:
+        print(f"anon redrive: {exc}", file=sys.stderr)
+        return 3
+    print(f"moved {moved} dead letters back to {args.queue or 'their queues'}; "
+          f"{left} left in the dead-letter queue")
+    return 0
+
+
 async def _migrate(data_dir: Path, settings: Settings) -> None:
     opened = await open_index(data_dir, settings.database_url, settings.site_id)
     print(f"PHI index ready; SITEID {opened.site.site_id}")
@@ -273,6 +296,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_status(args, settings)
         if args.command == "rt-batch":
             return rt_batch.run(args, settings)
+        if args.command == "redrive":
+            return _run_redrive(args, settings)
         if args.command == "conformance":
             from services.scp_ingest.conformance import conformance_statement
 

@@ -3,8 +3,11 @@
 Messages carry object keys and metadata as JSON, never DICOM bytes. Delivery is at least
 once: a handler that returns normally has its message acknowledged (so it must make its
 effects durable before returning); a handler that raises has its message returned to the
-queue and delivered again, until ``max_deliveries`` deliveries have failed and the
-message goes to the dead-letter queue. A handler is also interrupted (cancelled) when the
+queue and delivered again after a delay that grows with each failure, until
+``max_deliveries`` deliveries have failed and the message goes to the dead-letter queue
+(from where :meth:`Broker.redrive` moves it back). A broker given a dependency check
+does not count failures while that check fails, and pauses its consumers until it passes.
+A handler is also interrupted (cancelled) when the
 connection its message came over is lost; the message is then delivered again. Handlers
 must therefore be idempotent.
 """
@@ -91,6 +94,11 @@ class Broker(Protocol):
 
     async def dead_letters(self, queue: str = DEAD_LETTER, *, drain: bool = False) -> list[Message]:
         """The messages in the dead-letter queue, oldest first; removed from it if ``drain``."""
+        ...
+
+    async def redrive(self, queue: str = DEAD_LETTER) -> int:
+        """Move the dead letters of every work queue (or of ``queue``) back to the queue they
+        died in, with a fresh delivery count; the number moved."""
         ...
 
 

@@ -1,11 +1,14 @@
 """An in-process broker for the single-process embedded mode and for tests.
 
 Queues live in memory (nothing survives the process) but behave like the RabbitMQ
-topology: a message is acknowledged when its handler returns, returned to the front of
-its queue when the handler raises or is cancelled, and moved to the dead-letter queue
-once it has been delivered ``max_deliveries`` times without success. Each consumer has
-at most ``prefetch`` messages in flight. Bodies are copied through JSON, so handlers see
-exactly what a RabbitMQ consumer would.
+topology: a message is acknowledged when its handler returns; when the handler raises it
+goes back to its queue after the topology's growing delay (:meth:`Topology.delay_after`),
+when the handler is cancelled at once, and it is moved to the dead-letter queue once it
+has been delivered ``max_deliveries`` times without success. With a ``dependencies``
+check, failures while a dependency is down are not counted and the consumers pause until
+it answers (:mod:`shared.messaging.retry`). Each consumer has at most ``prefetch``
+messages in flight. Bodies are copied through JSON, so handlers see exactly what a
+RabbitMQ consumer would.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from shared.messaging.base import (
     decode_body,
     encode_body,
 )
-from shared.messaging.topology import DEAD_LETTER, QUEUES, Topology
+from shared.messaging.retry import DependencyCheck, DependencyGate
+from shared.messaging.topology import DEAD_LETTER, QUEUES, WORK_QUEUES, Topology
 
 log = logging.getLogger(__name__)
 
@@ -126,8 +130,20 @@ class MemoryConsumer:
         started.append(True)
         envelope.deliveries += 1
         message = envelope.message(self._queue)
+        gate = self._broker._gate
         try:
-            await self._handler(message)
+            while True:
+                await gate.wait_open()
+                try:
+                    await self._handler(message)
+                    return
+                except Exception as exc:
+                    if not await gate.outage():
+                        raise
+                    log.warning(
+                        "handler for %s failed during an outage (%s); message %s waits",
+                        self._queue, type(exc).__name__, envelope.message_id,
+                    )
         except asyncio.CancelledError:
             self._broker._return(envelope, self._queue, "handler cancelled")
             raise
@@ -171,12 +187,20 @@ class MemoryBroker:
     handlers before cancelling them.
     """
 
-    def __init__(self, topology: Topology | None = None, *, grace: float = 30.0) -> None:
+    def __init__(
+        self,
+        topology: Topology | None = None,
+        *,
+        grace: float = 30.0,
+        dependencies: DependencyCheck | None = None,
+    ) -> None:
         self.topology = topology or Topology()
         self._grace = grace
         self._queues: dict[str, _Queue] = {queue: _Queue() for queue in QUEUES}
         self._consumers: set[MemoryConsumer] = set()
         self._connected = False
+        self._delayed: dict[int, tuple[asyncio.TimerHandle, _Envelope, str]] = {}
+        self._gate = DependencyGate(dependencies, self.topology.retry_delay)
 
     async def connect(self) -> None:
         """Make the broker usable; queued messages from before a :meth:`close` are kept."""
@@ -186,6 +210,11 @@ class MemoryBroker:
         """Cancel every consumer (running handlers get the grace period) and refuse new work."""
         for consumer in list(self._consumers):
             await consumer.cancel()
+        await self._gate.close()
+        for handle, envelope, queue in list(self._delayed.values()):
+            handle.cancel()
+            self._queues[queue].put(envelope, front=True)
+        self._delayed.clear()
         self._connected = False
 
     def _require_connected(self) -> None:
@@ -216,7 +245,7 @@ class MemoryBroker:
         self._require_connected()
 
     async def depth(self, queue: str) -> int:
-        """Messages waiting in ``queue`` (not those being handled)."""
+        """Messages ready in ``queue`` (not those being handled or waiting to be retried)."""
         self.topology.queue_name(queue)
         return len(self._queues[queue].ready)
 
@@ -235,8 +264,26 @@ class MemoryBroker:
             dead.extend(kept)
         return [e.message(e.origin) for e in chosen]
 
+    async def redrive(self, queue: str = DEAD_LETTER) -> int:
+        """Move dead letters (of every work queue, or only of ``queue``) back to the queue
+        they died in, as new messages with a fresh delivery count; how many were moved."""
+        self.topology.queue_name(queue)
+        self._require_connected()
+        dead = self._queues[DEAD_LETTER].ready
+        chosen = [e for e in dead
+                  if e.origin in WORK_QUEUES and queue in (DEAD_LETTER, e.origin)]
+        taken = {id(e) for e in chosen}
+        kept = [e for e in dead if id(e) not in taken]
+        dead.clear()
+        dead.extend(kept)
+        for envelope in chosen:
+            envelope.deliveries = 0
+            self._queues[envelope.origin].put(envelope)
+        return len(chosen)
+
     def _return(self, envelope: _Envelope, queue: str, reason: str) -> None:
-        """Put a message back after an unsuccessful delivery, or dead-letter it."""
+        """Put a message back after an unsuccessful delivery (after the retry delay when
+        its handler failed), or dead-letter it."""
         if queue != DEAD_LETTER and envelope.deliveries >= self.topology.max_deliveries:
             log.error(
                 "message %s dead-lettered after %d deliveries on %s (%s)",
@@ -246,5 +293,14 @@ class MemoryBroker:
                 reason,
             )
             self._queues[DEAD_LETTER].put(envelope)
+        elif queue != DEAD_LETTER and reason == "handler failed":
+            delay = self.topology.delay_after(envelope.deliveries)
+            handle = asyncio.get_running_loop().call_later(delay, self._retry, envelope)
+            self._delayed[id(envelope)] = (handle, envelope, queue)
         else:
             self._queues[queue].put(envelope, front=True)
+
+    def _retry(self, envelope: _Envelope) -> None:
+        entry = self._delayed.pop(id(envelope), None)
+        if entry is not None:
+            self._queues[entry[2]].put(envelope)

@@ -12,6 +12,13 @@ without the broker's confirmation. Handlers running when their connection is los
 cancelled, because the broker has already put their messages back in the queue. A
 redelivery that arrives while an earlier delivery of the same message is still being
 handled in this process waits for it, and is only acknowledged if that one succeeded.
+
+A message whose handler fails is published again (confirmed) to the retry queue of its
+delay and then acknowledged; the retry queue hands it back to the work queue when the
+delay has passed (:mod:`shared.messaging.topology`). The header ``x-deliveries`` carries
+the deliveries it had before; once ``max_deliveries`` have failed it is rejected, and
+RabbitMQ dead-letters it. With a ``dependencies`` check, failures during an outage are
+not counted (:mod:`shared.messaging.retry`).
 """
 
 from __future__ import annotations
@@ -46,7 +53,8 @@ from shared.messaging.base import (
     decode_body,
     encode_body,
 )
-from shared.messaging.topology import DEAD_LETTER, Topology
+from shared.messaging.retry import DependencyCheck, DependencyGate
+from shared.messaging.topology import DEAD_LETTER, WORK_QUEUES, Topology
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +73,8 @@ _SETTLE_ERRORS: tuple[type[BaseException], ...] = (
     aio_pika.exceptions.MessageProcessError,
 )
 _CONNECT_ERRORS: tuple[type[BaseException], ...] = (*_CONNECTION_ERRORS, RuntimeError)
+# Deliveries a message had before it was published again for a retry.
+DELIVERIES_HEADER = "x-deliveries"
 
 
 @dataclass
@@ -140,21 +150,28 @@ class RabbitConsumer:
                 )
                 await _settle(incoming.ack(), "acknowledge", incoming)
                 return
-            try:
-                await self._handler(message)
-            except Exception as exc:
-                # Only the exception's type: its text could quote identifying data.
-                log.warning(
-                    "handler for %s failed on delivery %d of %d of message %s: %s",
-                    self._queue,
-                    message.delivery_count,
-                    self._broker.topology.max_deliveries,
-                    message.message_id,
-                    type(exc).__name__,
-                )
-                log.debug("handler failure", exc_info=True)
-                await _settle(incoming.nack(requeue=True), "return", incoming)
-                return
+            gate = self._broker._gate
+            while True:
+                await gate.wait_open()
+                try:
+                    await self._handler(message)
+                    break
+                except Exception as exc:
+                    outage = await gate.outage()
+                    # Only the exception's type: its text could quote identifying data.
+                    log.warning(
+                        "handler for %s failed on delivery %d of %d of message %s: %s%s",
+                        self._queue,
+                        message.delivery_count,
+                        self._broker.topology.max_deliveries,
+                        message.message_id,
+                        type(exc).__name__,
+                        " during an outage (not counted; it waits)" if outage else "",
+                    )
+                    log.debug("handler failure", exc_info=True)
+                    if not outage:
+                        await self._broker._retry_later(incoming, message)
+                        return
             execution.succeeded = True
             await _settle(incoming.ack(), "acknowledge", incoming)
 
@@ -210,6 +227,7 @@ class RabbitBroker:
     in particular the wait for a publisher confirm; ``reconnect_interval`` is the pause
     between reconnection attempts; ``grace`` is how long cancelling a consumer waits for
     its running handlers. ``connection_name`` is shown by RabbitMQ for the connection.
+    ``dependencies`` is the check that pauses consumers during an outage.
     """
 
     def __init__(
@@ -221,6 +239,7 @@ class RabbitBroker:
         reconnect_interval: float = 1.0,
         grace: float = 30.0,
         connection_name: str | None = None,
+        dependencies: DependencyCheck | None = None,
     ) -> None:
         parts = urlsplit(url)
         default_port = 5671 if parts.scheme == "amqps" else 5672
@@ -240,6 +259,7 @@ class RabbitBroker:
         self._consumers: set[RabbitConsumer] = set()
         self._executions: dict[str, _Execution] = {}
         self._reconnects = 0
+        self._gate = DependencyGate(dependencies, self.topology.retry_delay)
 
     @property
     def reconnects(self) -> int:
@@ -331,12 +351,15 @@ class RabbitBroker:
                 spec.name, durable=spec.durable, arguments=spec.arguments
             )
         await queues[DEAD_LETTER].bind(exchange, routing_key=topology.dead_letter_routing_key)
+        for spec in topology.retry_queues():
+            await channel.declare_queue(spec.name, durable=spec.durable, arguments=spec.arguments)
         return queues
 
     async def close(self) -> None:
         """Cancel every consumer (running handlers get the grace period), then disconnect."""
         for consumer in list(self._consumers):
             await consumer.cancel()
+        await self._gate.close()
         connection, self._connection, self._channel = self._connection, None, None
         self._queues = {}
         if connection is not None:
@@ -352,14 +375,26 @@ class RabbitBroker:
         body that is not JSON.
         """
         routing_key = self.topology.queue_name(queue)
+        payload = encode_body(body)
+        await self._publish_confirmed(routing_key, payload, correlation_id, uuid.uuid4().hex)
+
+    async def _publish_confirmed(
+        self,
+        routing_key: str,
+        payload: bytes,
+        correlation_id: str,
+        message_id: str,
+        headers: dict[str, Any] | None = None,
+    ) -> None:
         message = aio_pika.Message(
-            encode_body(body),
+            payload,
             content_type="application/json",
             content_encoding="utf-8",
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             correlation_id=correlation_id,
-            message_id=uuid.uuid4().hex,
+            message_id=message_id,
             timestamp=datetime.now(UTC),
+            headers=headers,
         )
         _, channel = self._require_connection()
 
@@ -368,6 +403,30 @@ class RabbitBroker:
             await channel.default_exchange.publish(message, routing_key=routing_key, mandatory=True)
 
         await self._bounded(f"publish to {routing_key}", confirmed())
+
+    async def _retry_later(self, incoming: AbstractIncomingMessage, message: Message) -> None:
+        """After a counted failure: dead-letter the message if it had its deliveries, else
+        publish it to the retry queue of its delay and acknowledge this delivery."""
+        if message.delivery_count >= self.topology.max_deliveries:
+            log.error(
+                "message %s dead-lettered after %d deliveries on %s",
+                message.message_id, message.delivery_count, message.queue,
+            )
+            await _settle(incoming.reject(requeue=False), "reject", incoming)
+            return
+        retry_queue = self.topology.retry_queue_name(message.queue, message.delivery_count)
+        try:
+            await self._publish_confirmed(
+                retry_queue, incoming.body, message.correlation_id,
+                message.message_id or uuid.uuid4().hex,
+                {DELIVERIES_HEADER: message.delivery_count},
+            )
+        except BrokerError as exc:
+            log.warning("message %s not delayed (%s); returned at once",
+                        message.message_id, type(exc).__name__)
+            await _settle(incoming.nack(requeue=True), "return", incoming)
+            return
+        await _settle(incoming.ack(), "acknowledge", incoming)
 
     async def consume(self, queue: str, handler: Handler, prefetch: int = 4) -> RabbitConsumer:
         """Start handling the messages of ``queue`` on a new channel with QoS ``prefetch``."""
@@ -447,6 +506,40 @@ class RabbitBroker:
         finally:
             await _close_quietly(channel)
 
+    async def redrive(self, queue: str = DEAD_LETTER) -> int:
+        """Move dead letters (of every work queue, or only of ``queue``) back to the queue
+        they died in, as new messages with a fresh delivery count; how many were moved.
+
+        Each is published (confirmed) before it is removed from the dead-letter queue, so
+        a failure half-way leaves a duplicate at worst, never a loss. Dead letters of
+        unknown origin stay where they are.
+        """
+        self.topology.queue_name(queue)
+        connection, _ = self._require_connection()
+        name = self.topology.queue_name(DEAD_LETTER)
+        channel = connection.channel(publisher_confirms=False)
+
+        async def move() -> int:
+            await channel
+            amqp_queue = await channel.get_queue(name, ensure=False)
+            moved = 0
+            while (incoming := await amqp_queue.get(no_ack=False, fail=False)) is not None:
+                message = self._dead_letter(incoming)
+                if message.queue not in WORK_QUEUES or queue not in (DEAD_LETTER, message.queue):
+                    continue
+                await self._publish_confirmed(
+                    self.topology.queue_name(message.queue), incoming.body,
+                    message.correlation_id, message.message_id or uuid.uuid4().hex,
+                )
+                await incoming.ack()
+                moved += 1
+            return moved
+
+        try:
+            return await self._bounded(f"redrive {name}", move())
+        finally:
+            await _close_quietly(channel)
+
     async def delete_topology(self) -> None:
         """Cancel the consumers and delete every queue and the exchange (for tests)."""
         for consumer in list(self._consumers):
@@ -454,7 +547,7 @@ class RabbitBroker:
         _, channel = self._require_connection()
 
         async def delete() -> None:
-            for spec in self.topology.queues():
+            for spec in self.topology.queues() + self.topology.retry_queues():
                 await channel.queue_delete(spec.name)
             await channel.exchange_delete(self.topology.dead_letter_exchange)
 
@@ -478,9 +571,11 @@ class RabbitBroker:
                 del self._executions[message_id]
 
     def _decode(self, incoming: AbstractIncomingMessage, queue: str) -> Message:
-        count = (incoming.headers or {}).get("x-delivery-count")
-        first = 2 if incoming.redelivered else 1
-        deliveries = count + 1 if isinstance(count, int) else first
+        headers = incoming.headers or {}
+        count = headers.get("x-delivery-count")
+        before = headers.get(DELIVERIES_HEADER)
+        returned = count if isinstance(count, int) else (1 if incoming.redelivered else 0)
+        deliveries = (before if isinstance(before, int) else 0) + returned + 1
         return Message(
             body=decode_body(incoming.body),
             correlation_id=incoming.correlation_id or "",
@@ -491,17 +586,29 @@ class RabbitBroker:
 
     def _dead_letter(self, incoming: AbstractIncomingMessage) -> Message:
         headers = incoming.headers or {}
-        origin = headers.get("x-first-death-queue")
+        # The latest death that was not a retry delay expiring is where it died.
+        origin, reason = headers.get("x-first-death-queue"), headers.get("x-first-death-reason")
+        deaths = headers.get("x-death")
+        for death in deaths if isinstance(deaths, list) else []:
+            if isinstance(death, dict) and death.get("reason") != "expired":
+                origin, reason = death.get("queue"), death.get("reason")
+                break
         logical = self.topology.logical_name(origin) if isinstance(origin, str) else None
-        reason = headers.get("x-first-death-reason")
         try:
             body = decode_body(incoming.body)
         except ValueError:
             body = {"undecodable": incoming.body.decode("utf-8", "replace")}
+        before = headers.get(DELIVERIES_HEADER)
+        before = before if isinstance(before, int) else 0
+        count = headers.get("x-delivery-count")
+        if reason == "delivery_limit":
+            deliveries = before + self.topology.max_deliveries
+        else:
+            deliveries = before + (count if isinstance(count, int) else 0) + 1
         return Message(
             body=body,
             correlation_id=incoming.correlation_id or "",
-            delivery_count=self.topology.max_deliveries if reason == "delivery_limit" else 1,
+            delivery_count=deliveries,
             queue=logical or DEAD_LETTER,
             message_id=incoming.message_id or "",
         )

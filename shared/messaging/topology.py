@@ -3,7 +3,11 @@
 Three work queues (``anonymize``, ``relink``, ``export``) and one dead-letter queue. On
 RabbitMQ the work queues are durable quorum queues with a delivery limit whose messages,
 once the limit is exceeded, go through the direct exchange ``dlx`` to the dead-letter
-queue. A prefix in front of every name lets several independent topologies share a
+queue. A failed delivery is retried after a delay that grows with every failure
+(:meth:`Topology.delay_after`): the message waits in a retry queue of that delay
+(``<queue>.retry.<ms>ms``, a quorum queue whose message TTL is the delay and whose
+expired messages go back to the work queue through the default exchange).
+A prefix in front of every name lets several independent topologies share a
 broker (each test uses its own). ``infra/rabbitmq/definitions.json`` holds
 :meth:`Topology.definitions` for the empty prefix; a unit test keeps the two equal.
 """
@@ -23,6 +27,11 @@ QUEUES: tuple[str, ...] = (*WORK_QUEUES, DEAD_LETTER)
 
 DEAD_LETTER_EXCHANGE = "dlx"
 VHOST = "/"
+_RETRY_INFIX = ".retry."
+
+
+def _milliseconds(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
 
 
 @dataclass(frozen=True)
@@ -48,10 +57,14 @@ class Topology:
 
     prefix: str = ""
     max_deliveries: int = 5
+    retry_delay: float = 5.0
+    retry_max_delay: float = 300.0
 
     def __post_init__(self) -> None:
         if self.max_deliveries < 1:
             raise ValueError("max_deliveries must be at least 1")
+        if not 0.001 <= self.retry_delay <= self.retry_max_delay:
+            raise ValueError("retry_delay must be at least 0.001 s and at most retry_max_delay")
         if any(c.isspace() for c in self.prefix):
             raise ValueError("the queue prefix must not contain whitespace")
 
@@ -62,11 +75,52 @@ class Topology:
         return f"{self.prefix}{queue}"
 
     def logical_name(self, name: str) -> str | None:
-        """The logical name of a real queue name of this topology, or None if it is not one."""
+        """The logical name of a real queue name of this topology, or None if it is not one.
+
+        A retry queue's name gives the work queue it feeds."""
         for queue in QUEUES:
             if self.queue_name(queue) == name:
                 return queue
+        for queue in WORK_QUEUES:
+            if name.startswith(self.queue_name(queue) + _RETRY_INFIX) and name.endswith("ms"):
+                return queue
         return None
+
+    def delay_after(self, failures: int) -> float:
+        """Seconds a message waits after its ``failures``-th failed delivery: the base delay,
+        doubled after every further failure, at most ``retry_max_delay``."""
+        if failures < 1:
+            raise ValueError("failures must be at least 1")
+        return float(min(self.retry_delay * 2 ** min(failures - 1, 60), self.retry_max_delay))
+
+    def retry_delays(self) -> tuple[float, ...]:
+        """The distinct delays a message can wait before its deliveries 2 to max_deliveries."""
+        delays = {self.delay_after(n) for n in range(1, self.max_deliveries)}
+        return tuple(sorted(delays))
+
+    def retry_queue_name(self, queue: str, failures: int) -> str:
+        """The retry queue a message of work queue ``queue`` waits in after a failure."""
+        if queue not in WORK_QUEUES:
+            raise ValueError(f"{queue!r} is not a work queue")
+        return self._retry_name(queue, self.delay_after(failures))
+
+    def _retry_name(self, queue: str, delay: float) -> str:
+        return f"{self.queue_name(queue)}{_RETRY_INFIX}{_milliseconds(delay)}ms"
+
+    def retry_queues(self) -> tuple[QueueSpec, ...]:
+        """Every retry queue, durable; its ``logical`` name is the work queue it feeds."""
+        return tuple(
+            QueueSpec(queue, self._retry_name(queue, delay), True, {
+                "x-queue-type": "quorum",
+                "x-message-ttl": _milliseconds(delay),
+                "x-overflow": "reject-publish",
+                "x-dead-letter-strategy": "at-least-once",
+                "x-dead-letter-exchange": "",
+                "x-dead-letter-routing-key": self.queue_name(queue),
+            })
+            for queue in WORK_QUEUES
+            for delay in self.retry_delays()
+        )
 
     @property
     def dead_letter_exchange(self) -> str:
@@ -91,7 +145,8 @@ class Topology:
         }
 
     def queues(self) -> tuple[QueueSpec, ...]:
-        """Every queue of the topology, work queues first, all durable."""
+        """The work queues and the dead-letter queue, all durable (retry queues:
+        :meth:`retry_queues`)."""
         return tuple(
             QueueSpec(queue, self.queue_name(queue), True, self.queue_arguments(queue))
             for queue in QUEUES
@@ -120,7 +175,7 @@ class Topology:
                     "auto_delete": False,
                     "arguments": spec.arguments,
                 }
-                for spec in self.queues()
+                for spec in self.queues() + self.retry_queues()
             ],
             "bindings": [
                 {

@@ -199,12 +199,12 @@ def test_a_message_that_keeps_failing_goes_to_the_dead_letter_queue(
     import asyncio
 
     from shared.messaging import RabbitBroker
-    from shared.messaging.topology import ANONYMIZE, Topology
+    from shared.messaging.topology import ANONYMIZE
 
     worker = pipeline.start("anonymizer_worker")
 
     async def publish_poison() -> None:
-        broker = RabbitBroker(pipeline.amqp_url, Topology(pipeline.prefix, 3))
+        broker = RabbitBroker(pipeline.amqp_url, pipeline.topology)
         await broker.connect()
         try:
             await broker.publish(ANONYMIZE, {"no-key": True}, correlation_id="poison")

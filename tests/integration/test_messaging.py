@@ -8,8 +8,14 @@ connections killed from the broker side and a restart of the broker in the middl
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
+import os
+import subprocess
+import sys
 import time
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import aio_pika
 import pytest
@@ -21,6 +27,7 @@ from shared.messaging import (
     RELINK,
     Broker,
     BrokerUnavailable,
+    MemoryBroker,
     Message,
     RabbitBroker,
     Topology,
@@ -234,7 +241,195 @@ def test_unconnected_broker_raises_broker_unavailable(any_broker: Broker) -> Non
     run(scenario())
 
 
+class _Outage:
+    """A simulated dependency outage of ``seconds`` from :meth:`begin`: the handler fails
+    (as it would on a refused database or S3 connection) and so does the check."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.until = 0.0
+        self.deliveries: dict[int, list[tuple[float, int]]] = {}
+        self.handled: dict[int, int] = {}
+
+    def begin(self) -> None:
+        self.until = time.monotonic() + self.seconds
+
+    @property
+    def down(self) -> bool:
+        return time.monotonic() < self.until
+
+    async def check(self) -> None:
+        if self.down:
+            raise ConnectionRefusedError("database at 127.0.0.1:5432 refused the connection")
+
+    async def handler(self, message: Message) -> None:
+        n = int(message.body["n"])
+        self.deliveries.setdefault(n, []).append((time.monotonic(), message.delivery_count))
+        if self.down:
+            raise ConnectionRefusedError("storage unavailable")
+        self.handled[n] = self.handled.get(n, 0) + 1
+
+
+@pytest.fixture(name="backoff_broker", params=["rabbit", "memory"])
+def backoff_broker_fixture(
+    request: pytest.FixtureRequest, amqp_url: str
+) -> Iterator[Callable[..., Broker]]:
+    """Makes a broker (RabbitMQ on a topology of its own, or in-process) with five
+    deliveries and the given retry delays; RabbitMQ topologies are deleted afterwards."""
+    made: list[Topology] = []
+
+    def make(delay: float, max_delay: float, **options: Any) -> Broker:
+        topology = Topology(unique_prefix(), 5, retry_delay=delay, retry_max_delay=max_delay)
+        if request.param == "memory":
+            return MemoryBroker(topology, grace=5, **options)
+        made.append(topology)
+        return RabbitBroker(amqp_url, topology, grace=5, **options)
+
+    yield make
+    for topology in made:
+        cleanup = make_rabbit_broker(amqp_url, topology, "cleanup")
+
+        async def delete(broker: RabbitBroker = cleanup) -> None:
+            async with connected(broker):
+                await broker.delete_topology()
+
+        run(delete())
+
+
+def test_retries_back_off_so_an_outage_dead_letters_nothing(
+    backoff_broker: Callable[..., Broker],
+) -> None:
+    """A 2-second outage, five deliveries and delays 0.2, 0.4, 0.8, 1.6 s: every message is
+    handled once it is over, none is dead-lettered, and the wait before each retry grows."""
+    outage, total = _Outage(2.0), 20
+
+    async def scenario() -> None:
+        async with connected(backoff_broker(0.2, 1.6)) as broker:
+            await broker.consume(ANONYMIZE, outage.handler, prefetch=4)
+            outage.begin()
+            for n in range(total):
+                await broker.publish(ANONYMIZE, {"n": n}, f"outage-{n}")
+            await wait_until(lambda: len(outage.handled) == total, 30, "every message handled")
+            assert await broker.dead_letters() == []
+            assert await broker.depth(DEAD_LETTER) == 0
+        assert set(outage.handled) == set(range(total))
+        for n, deliveries in outage.deliveries.items():
+            counts = [count for _, count in deliveries]
+            assert counts == list(range(1, len(counts) + 1)), (n, counts)
+            gaps = [b - a for (a, _), (b, _) in itertools.pairwise(deliveries)]
+            for failures, gap in enumerate(gaps, start=1):
+                assert gap >= 0.2 * 2 ** (failures - 1) * 0.9, (n, gaps)
+            assert gaps == sorted(gaps), (n, gaps)
+        longest = max(outage.deliveries.values(), key=len)
+        assert len(longest) >= 3
+        print("retry gaps (s):", [round(b[0] - a[0], 2) for a, b in itertools.pairwise(longest)])
+
+    run(scenario(), timeout=60)
+
+
+def test_consumers_pause_while_a_dependency_is_down(
+    backoff_broker: Callable[..., Broker],
+) -> None:
+    """With the dependency check, a 4-second outage (far longer than the 0.35 s that five
+    quick deliveries take) dead-letters nothing and spends no deliveries: the consumer
+    stops taking messages until the check passes."""
+    outage, total = _Outage(4.0), 30
+
+    async def scenario() -> None:
+        broker = backoff_broker(0.05, 0.1, dependencies=outage.check)
+        async with connected(broker):
+            await broker.consume(ANONYMIZE, outage.handler, prefetch=4)
+            outage.begin()
+            for n in range(total):
+                await broker.publish(ANONYMIZE, {"n": n}, f"pause-{n}")
+            await asyncio.sleep(1.0)
+            during = sum(len(d) for d in outage.deliveries.values())
+            # Only the messages already in flight were tried.
+            assert during <= 4, during
+            await wait_until(lambda: len(outage.handled) == total, 30, "every message handled")
+            assert await broker.dead_letters() == []
+        assert set(outage.handled) == set(range(total))
+        assert all(count == 1 for d in outage.deliveries.values() for _, count in d)
+
+    run(scenario(), timeout=60)
+
+
+def test_redrive_moves_dead_letters_back_to_their_queue(any_broker: Broker) -> None:
+    async def scenario() -> None:
+        async with connected(any_broker) as broker:
+            failing = True
+            handled: list[tuple[str, int]] = []
+
+            async def handler(message: Message) -> None:
+                if failing:
+                    raise RuntimeError("fails until fixed")
+                handled.append((message.body["key"], message.delivery_count))
+
+            await broker.publish(ANONYMIZE, {"key": "a"}, "corr-a")
+            await broker.publish(ANONYMIZE, {"key": "b"}, "corr-b")
+            consumer = await broker.consume(ANONYMIZE, handler)
+            await wait_until(lambda: _depth_is(broker, DEAD_LETTER, 2), what="two dead letters")
+            await consumer.cancel()
+            assert await broker.redrive(RELINK) == 0
+            assert await broker.depth(DEAD_LETTER) == 2
+            assert await broker.redrive(ANONYMIZE) == 2
+            assert await broker.dead_letters() == []
+            assert await broker.depth(ANONYMIZE) == 2
+            failing = False
+            await broker.consume(ANONYMIZE, handler)
+            await wait_until(lambda: len(handled) == 2, what="both handled after redrive")
+            assert sorted(handled) == [("a", 1), ("b", 1)]
+            assert await broker.redrive() == 0
+
+    run(scenario())
+
+
 # --- RabbitMQ only -------------------------------------------------------------------
+
+
+def test_anon_redrive_moves_the_dead_letters_of_a_queue(
+    amqp_url: str, rabbit_broker: RabbitBroker, rabbit_topology: Topology
+) -> None:
+    env = {**os.environ, "AMQP_URL": amqp_url, "QUEUE_PREFIX": rabbit_topology.prefix,
+           "MAX_DELIVERIES": str(rabbit_topology.max_deliveries),
+           "RETRY_DELAY_SECONDS": str(rabbit_topology.retry_delay),
+           "RETRY_MAX_DELAY_SECONDS": str(rabbit_topology.retry_max_delay)}
+
+    def anon_redrive(
+        *args: str, environment: dict[str, str] = env
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "services.cli", "redrive", *args],
+                              capture_output=True, text=True, env=environment, timeout=60)
+
+    async def fail(message: Message) -> None:
+        raise RuntimeError("poison")
+
+    async def make_dead_letters() -> None:
+        async with connected(rabbit_broker) as broker:
+            first = await broker.consume(ANONYMIZE, fail)
+            second = await broker.consume(RELINK, fail)
+            await broker.publish(ANONYMIZE, {"key": "a"}, "corr-a")
+            await broker.publish(RELINK, {"key": "r"}, "corr-r")
+            await wait_until(lambda: _depth_is(broker, DEAD_LETTER, 2), what="two dead letters")
+            await first.cancel()
+            await second.cancel()
+
+    async def depths() -> tuple[int, int, int]:
+        async with connected(rabbit_broker) as broker:
+            return (await broker.depth(ANONYMIZE), await broker.depth(RELINK),
+                    await broker.depth(DEAD_LETTER))
+
+    run(make_dead_letters())
+    moved = anon_redrive("anonymize")
+    assert moved.returncode == 0, moved.stderr
+    assert "moved 1 dead letters back to anonymize; 1 left" in moved.stdout
+    assert run(depths()) == (1, 0, 1)
+    moved = anon_redrive()
+    assert moved.returncode == 0, moved.stderr
+    assert run(depths()) == (1, 1, 0)
+    embedded = {k: v for k, v in env.items() if k != "AMQP_URL"}
+    refused = anon_redrive(environment=embedded)
+    assert refused.returncode == 2 and "AMQP_URL is not set" in refused.stderr
 
 
 def test_unreachable_rabbitmq_is_reported_without_credentials() -> None:
@@ -257,7 +452,10 @@ def test_topology_is_durable_and_messages_persistent(
                 "list_queues", "-p", "/", "name", "durable", "auto_delete", "type", "arguments"
             )
             queues = {row["name"]: row for row in rows if row["name"].startswith(prefix)}
-            assert set(queues) == {spec.name for spec in rabbit_topology.queues()}
+            specs = rabbit_topology.queues() + rabbit_topology.retry_queues()
+            assert set(queues) == {spec.name for spec in specs}
+            for spec in rabbit_topology.retry_queues():
+                assert table(queues[spec.name]["arguments"]) == spec.arguments
             for spec in rabbit_topology.queues():
                 row = queues[spec.name]
                 assert row["durable"] is True
@@ -319,8 +517,11 @@ def test_definitions_document_imports_and_matches_declarations(
         imported = {row["name"]: table(row["arguments"]) for row in rows}
         for spec in rabbit_topology.queues():
             assert imported[spec.name] == spec.arguments
+        specs = rabbit_topology.queues() + rabbit_topology.retry_queues()
+        for spec in specs:
+            assert imported[spec.name] == spec.arguments
         assert not any(name.startswith(prefix) for name in set(imported) - {
-            spec.name for spec in rabbit_topology.queues()
+            spec.name for spec in specs
         })
         async with connected(rabbit_broker) as broker:
             await broker.publish(ANONYMIZE, {"key": "k"}, "corr-import")

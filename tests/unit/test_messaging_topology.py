@@ -34,7 +34,12 @@ def test_definitions_file_declares_every_queue_with_its_arguments() -> None:
     topology = Topology()
     assert document["vhosts"] == [{"name": "/"}]
     queues = {queue["name"]: queue for queue in document["queues"]}
-    assert set(queues) == {"anonymize", "relink", "export", "dead-letter"}
+    retries = {f"{q}.retry.{ms}ms" for q in ("anonymize", "relink", "export")
+               for ms in (5000, 10000, 20000, 40000)}
+    assert set(queues) == {"anonymize", "relink", "export", "dead-letter"} | retries
+    for spec in topology.retry_queues():
+        assert queues[spec.name]["arguments"] == spec.arguments
+        assert spec.arguments["x-dead-letter-routing-key"] == spec.logical
     for spec in topology.queues():
         queue = queues[spec.name]
         assert (queue["vhost"], queue["durable"], queue["auto_delete"]) == ("/", True, False)
@@ -87,3 +92,20 @@ def test_invalid_names_and_limits_are_refused() -> None:
         Topology(max_deliveries=0)
     with pytest.raises(ValueError, match="whitespace"):
         Topology(prefix="a b")
+
+
+def test_retry_delay_grows_per_failure_up_to_the_maximum() -> None:
+    topology = Topology(max_deliveries=8, retry_delay=2.0, retry_max_delay=20.0)
+    assert [topology.delay_after(n) for n in range(1, 8)] == [2, 4, 8, 16, 20, 20, 20]
+    assert topology.retry_delays() == (2, 4, 8, 16, 20)
+    assert topology.retry_queue_name(ANONYMIZE, 3) == "anonymize.retry.8000ms"
+    assert topology.logical_name("anonymize.retry.8000ms") == ANONYMIZE
+    [spec] = [s for s in topology.retry_queues() if s.name == "relink.retry.20000ms"]
+    assert spec.logical == RELINK
+    assert spec.arguments["x-message-ttl"] == 20000
+    assert spec.arguments["x-dead-letter-exchange"] == ""
+    assert spec.arguments["x-dead-letter-routing-key"] == "relink"
+    with pytest.raises(ValueError, match="retry_delay"):
+        Topology(retry_delay=10, retry_max_delay=5)
+    with pytest.raises(ValueError, match="work queue"):
+        topology.retry_queue_name(DEAD_LETTER, 1)
