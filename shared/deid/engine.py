@@ -248,9 +248,11 @@ class Engine:
                 action = self._private_action(item, tag, ctx)
             else:
                 action = rules.action(tag, element.vr)
-            if element.opaque and action.kind in (copy, keep) and not self._kept_exactly(
-                item, tag, ctx
+            if element.opaque and not (
+                action.kind in (copy, keep) and self._kept_exactly(item, tag, ctx)
             ):
+                # An uninterpretable value may hide anything: no rule can be applied to
+                # what it holds, so it goes unless a rule keeps exactly this element.
                 action = REMOVE
             kind = action.kind
             if kind is copy or (kind is keep and element.items is None and (
@@ -288,6 +290,10 @@ class Engine:
             return
         if kind is Kind.REPLACE:
             self._replace(ctx, element, action.compute(ctx, element), syntax, out)
+            return
+        if kind is Kind.SEQUENCE and element.items is None:
+            # The rules treat it as a sequence but its value is not items (a sequence sent
+            # under another VR): what it holds cannot be de-identified, so it is removed.
             return
         if element.items is not None:
             inner = action.treatment if kind is Kind.SEQUENCE else treatment

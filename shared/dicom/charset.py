@@ -39,7 +39,7 @@ def encodings_for(specific_character_set: str | None) -> Encodings:
     terms = [t.strip() for t in specific_character_set.split("\\")]
     try:
         return tuple(convert_encodings(terms))
-    except LookupError:
+    except (LookupError, ValueError):  # not a defined term: read byte for byte
         return DEFAULT
 
 
@@ -53,9 +53,13 @@ def _delimiters(vr: str) -> set[int]:
 
 def decode(raw: bytes, vr: str, encodings: Encodings) -> str:
     """The text of a value, trailing padding removed."""
+    text = None
     if vr in TEXT_VRS and encodings != DEFAULT:
-        text = decode_bytes(bytes(raw), list(encodings), _delimiters(vr))
-    else:
+        try:
+            text = decode_bytes(bytes(raw), list(encodings), _delimiters(vr))
+        except (LookupError, ValueError):
+            text = None
+    if text is None:
         text = bytes(raw).decode("latin-1")
     return text.rstrip(" \x00")
 
@@ -65,5 +69,8 @@ def encode(text: str, vr: str, encodings: Encodings) -> bytes:
     if vr in TEXT_VRS and encodings != DEFAULT:
         if text.isascii() and not any(e.startswith(("iso2022", "shift_jis")) for e in encodings):
             return text.encode("ascii")
-        return encode_string(text, list(encodings))
+        try:
+            return encode_string(text, list(encodings))
+        except (LookupError, ValueError):
+            pass
     return text.encode("latin-1", "replace")

@@ -279,6 +279,8 @@ class _Reader:
                     known = dictionary_vr(tag)
                     if known != vr and known in _VR_DECIDES_RULE:
                         vr = known
+                elif vr in ("OB", "OW") and not group & 1 and dictionary_vr(tag) == "SQ":
+                    vr = "UN"  # a sequence sent as bytes: read as UN is (items or opaque)
             else:
                 vr = dictionary_vr(tag)
                 value = pos + 8

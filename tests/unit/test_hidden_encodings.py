@@ -273,3 +273,24 @@ def test_dates_uids_and_names_sent_under_another_string_vr_are_treated_as_such()
     data, _ = _run(handmade.part10(ds.encode(), sop))
     for planted in (ACQUISITION_DATE, REFERENCED_UID, b"Evaluator"):
         assert planted not in data
+
+
+def test_a_sequence_sent_as_bytes_is_read_as_items_and_removed_when_it_cannot_be() -> None:
+    ds, sop = handmade.ct()
+    broken = item(implicit(0x00100010, NESTED_NAME))[:-4]  # the item is cut short
+    ds.raw(0x00081140, explicit(0x00081140, "UN", broken))
+    as_binary = item(implicit(0x00100010, DEEPER_NAME))
+    ds.raw(0x00081115, explicit(0x00081115, "OB", as_binary))  # a sequence sent as OB
+    data, out = _run(handmade.part10(ds.encode(), sop))
+    assert NESTED_NAME not in data and DEEPER_NAME not in data
+    assert "ReferencedImageSequence" not in out  # unreadable: removed
+    assert out.ReferencedSeriesSequence[0].PatientName == "123456-000007"  # read as items
+
+
+def test_a_specific_character_set_that_names_no_character_set_is_read_byte_for_byte() -> None:
+    ds, sop = handmade.ct()
+    ds.raw(0x00080005, explicit(0x00080005, "CS", b"\x00\x00\xff\xfe00"))
+    ds.add(0x00081030, "LO", "Planted study")
+    engine = Engine(build_profile(), b"s" * 32)
+    data = engine.deidentify(engine.read(handmade.part10(ds.encode(), sop)), PSEUDONYMS).data
+    assert b"Planted" not in data
