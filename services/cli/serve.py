@@ -2,11 +2,15 @@
 
 In-process queues, objects in ``DATA_DIR/objects``, the embedded PostgreSQL (or
 ``DATABASE_URL``), the Storage SCP, the anonymizer workers and the relinker, with the
-health endpoints.
+health endpoints. The queues live in the process, so at start every received object that
+was neither de-identified nor quarantined (answered Success before a stop or a crash) is
+announced again; received objects past their retention are deleted at start and hourly.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 
 from services.anonymizer_worker.worker import AnonymizerWorker

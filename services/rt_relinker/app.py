@@ -12,7 +12,8 @@ from shared.runtime import open_resources, service_main, wait_for_signal
 async def run(settings: Settings) -> None:
     resources = await open_resources(settings)
     try:
-        relinker = RtRelinker(resources.store, resources.index.pool)
+        relinker = RtRelinker(resources.store, resources.index.pool,
+                              resources.buckets.deidentified)
         consumer = await resources.broker.consume(RELINK, relinker.handle,
                                                   prefetch=settings.worker_concurrency)
         health = await start_health_server(settings.health_host, settings.health_port,

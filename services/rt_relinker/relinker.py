@@ -27,14 +27,21 @@ log = logging.getLogger(__name__)
 class RtRelinker:
     """The message handler; safe to run in many processes at once."""
 
-    def __init__(self, store: ObjectStore, pool: asyncpg.Pool) -> None:
+    def __init__(self, store: ObjectStore, pool: asyncpg.Pool, bucket: str) -> None:
         self.store = store
         self.pool = pool
+        self.bucket = bucket  # the de-identified bucket: the only one it reads
 
     async def handle(self, message: Message) -> None:
         key = str(message.body["key"])
         bucket = str(message.body["bucket"])
         with correlation(message.correlation_id):
+            if bucket != self.bucket:
+                # Never read another bucket: the incoming one holds PHI, whose original
+                # UIDs would enter the graph. Refused and acknowledged; no name is logged.
+                log.warning("message refused: it names a bucket other than the de-identified"
+                            " one", extra=log_fields(delivery=message.delivery_count))
+                return
             try:
                 data = await self.store.get(bucket, key)
             except ObjectNotFound:

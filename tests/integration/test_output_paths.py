@@ -289,3 +289,30 @@ def test_worker_refuses_a_message_naming_another_bucket(
     assert len(refused) == 3
     assert not any(s.decode() in caplog.text for s in synth.PHI_STRINGS)
     assert "elsewhere" not in caplog.text
+
+
+def test_relinker_refuses_a_message_naming_another_bucket(
+    tmp_path: Path, database_url: str
+) -> None:
+    from services.rt_relinker.relinker import RtRelinker
+
+    (ds,) = synth.make_ct_series(1)
+    synth.write(ds, tmp_path / "one.dcm")
+
+    async def run() -> int:
+        store = LocalStore(tmp_path / "objects", fsync=False)
+        buckets = Buckets()
+        await store.ensure_buckets(buckets.all())
+        opened = await open_index(None, database_url, max_connections=2)
+        try:
+            # The received object holds PHI: its original UIDs must never enter the graph.
+            await store.put(buckets.incoming, "ab/one.dcm", (tmp_path / "one.dcm").read_bytes())
+            relinker = RtRelinker(store, opened.pool, buckets.deidentified)
+            await relinker.handle(Message({"bucket": buckets.incoming, "key": "ab/one.dcm"},
+                                          "c0ffee", 1, "relink"))
+            async with opened.pool.acquire() as connection:
+                return int(await connection.fetchval("SELECT count(*) FROM rt_object"))
+        finally:
+            await opened.close()
+
+    assert asyncio.run(run()) == 0
