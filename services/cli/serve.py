@@ -2,15 +2,11 @@
 
 In-process queues, objects in ``DATA_DIR/objects``, the embedded PostgreSQL (or
 ``DATABASE_URL``), the Storage SCP, the anonymizer workers and the relinker, with the
-health endpoints. The queues live in the process, so at start every received object that
-was neither de-identified nor quarantined (answered Success before a stop or a crash) is
-announced again; received objects past their retention are deleted at start and hourly.
+health endpoints.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 
 from services.anonymizer_worker.worker import AnonymizerWorker
@@ -33,7 +29,8 @@ async def serve(settings: Settings) -> None:
                                   pseudonymizer_from(embedded, resources))
         consumer = await resources.broker.consume(ANONYMIZE, worker.handle,
                                                   prefetch=embedded.worker_concurrency)
-        relinker = RtRelinker(resources.store, resources.index.pool)
+        relinker = RtRelinker(resources.store, resources.index.pool,
+                              resources.buckets.deidentified)
         relinking = await resources.broker.consume(RELINK, relinker.handle,
                                                    prefetch=embedded.worker_concurrency)
         scp = start_scp(embedded, resources)
