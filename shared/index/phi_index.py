@@ -220,6 +220,8 @@ class PhiIndex:
         new rules' identity and what they produced, and is not counted as new."""
         if not instances:
             return set()
+        # One row per object: a batch may hold the same object twice (two copies of a file).
+        instances = list({i.original_sop_instance_uid: i for i in instances}.values())
         columns = list(zip(
             *((i.original_study_uid, i.original_sop_instance_uid, i.pseudo_sop_instance_uid,
                i.original_series_uid, i.pseudo_series_uid, i.pseudo_patient_id,
