@@ -174,6 +174,7 @@ def _write_atomically(path: Path, data: bytes) -> None:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.unlink(missing_ok=True)  # a link left there is removed, never written through
     temporary.write_bytes(data)
     os.replace(temporary, path)
 

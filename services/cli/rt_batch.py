@@ -371,6 +371,7 @@ def _write(path: Path, data: bytes) -> None:
     except FileNotFoundError:
         pass
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.unlink(missing_ok=True)  # a link left there is removed, never written through
     temporary.write_bytes(data)
     os.replace(temporary, path)
 
@@ -650,6 +651,7 @@ def write_tracking(out: Path, processed: list[SetResult], hospital: str) -> Path
         rows[result.new_id] = [result.original_patient_id, result.new_id, result.plan_label,
                                hospital]
     temporary = path.with_name(f".{path.name}.tmp")
+    temporary.unlink(missing_ok=True)
     with temporary.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(TRACKING_HEADER)
@@ -700,6 +702,7 @@ def write_report(path: Path, summary: BatchSummary, options: BatchOptions) -> Pa
     # Through a new file and a rename: a link left where the report goes is replaced,
     # never written through.
     temporary = path.with_name(f".{path.name}.tmp")
+    temporary.unlink(missing_ok=True)
     temporary.write_text("\n".join(lines) + "\n", encoding="utf-8")
     os.replace(temporary, path)
     return path

@@ -316,3 +316,23 @@ def test_relinker_refuses_a_message_naming_another_bucket(
             await opened.close()
 
     assert asyncio.run(run()) == 0
+
+
+def test_rt_batch_report_and_temporary_links_are_replaced_not_written_through(
+    tmp_path: Path, index_env: str
+) -> None:
+    from services.cli.main import main
+
+    root = tmp_path / "root"
+    _write_rt_set(root / "set1", "CT")
+    out = tmp_path / "out"
+    out.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("untouched\n")
+    (out / "rt_batch_report.txt").symlink_to(victim)
+    (out / ".rt_batch_report.txt.tmp").symlink_to(victim)
+    assert main(["rt-batch", str(root), "--data-dir", str(tmp_path / "data"),
+                 "--no-progress", "--out", str(out)]) == 0
+    assert victim.read_text() == "untouched\n"
+    report = out / "rt_batch_report.txt"
+    assert not report.is_symlink() and "set set1: done" in report.read_text()
