@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 DATA   ?= data
 
-.PHONY: install run deidentify test lint bench clean
+.PHONY: install run deidentify test lint bench fuzz clean
 
 install: $(VENV)/.installed
 
@@ -28,13 +28,19 @@ test: install
 	$(BIN)/python -m pytest
 
 lint: install
-	$(BIN)/ruff check shared services tests benchmarks
+	$(BIN)/ruff check shared services tests benchmarks fuzz
 	$(BIN)/mypy
 
 bench: install
 	$(BIN)/python -m benchmarks.deidentify
 	$(BIN)/python -m benchmarks.pipeline
 	$(BIN)/python -m benchmarks.rt_batch
+
+# Fuzz the reader and the engine for MINUTES (default 30) on one core; see fuzz/README.md.
+MINUTES ?= 30
+fuzz: install
+	$(BIN)/pip install --quiet -e '.[fuzz]'
+	$(BIN)/python -m fuzz.run --minutes $(MINUTES)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

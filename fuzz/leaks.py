@@ -1,0 +1,118 @@
+"""Whether a de-identified output still holds a planted value where it should not.
+
+A planted value may legitimately survive where a mutation moved it into an attribute the
+profile keeps as it is (say Slice Thickness): that is the profile's rule, not a leak. It
+is a leak anywhere else: in an attribute the profile removes, empties or replaces, in a
+private element, in a value an independent reader (pydicom) finds outside every element,
+or in text that cleaning should have rid of the object's own identifiers.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+
+import pydicom
+
+from shared.deid.rules import Kind, RuleSet
+from shared.dicom.parse import UNDEFINED_LENGTH, DicomObject
+
+# VRs whose values are text; the values of all others are compared as raw bytes.
+_TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST",
+                       "TM", "UC", "UI", "UR", "UT"})
+
+
+def leaf_values(data: bytes) -> list[tuple[int, str, bytes]]:
+    """(tag, VR, value bytes) of every non-sequence element of ``data`` at every depth, as
+    pydicom, an independent reader that turns UN sequences into items, sees them: text
+    decoded with the character set in force, other values as their raw bytes."""
+    found: list[tuple[int, str, bytes]] = []
+
+    def walk(ds: pydicom.Dataset) -> None:
+        for tag in list(ds.keys()):
+            raw = ds.get_item(tag)
+            raw_value = getattr(raw, "value", b"")
+            raw_bytes = raw_value if isinstance(raw_value, bytes) else b""
+            try:
+                element = ds[tag]
+            except Exception:
+                found.append((int(tag), str(raw.VR), raw_bytes))
+                continue
+            if element.VR == "SQ":
+                for item in element.value or []:
+                    walk(item)
+                continue
+            if element.VR not in _TEXT_VRS:
+                value = element.value
+                found.append((int(tag), element.VR, value if isinstance(value, bytes)
+                               else raw_bytes))
+                continue
+            try:
+                text = str(element.value)
+            except Exception:
+                found.append((int(tag), element.VR, raw_bytes))
+                continue
+            for encoding in ("latin-1", "utf-8"):
+                found.append((int(tag), element.VR, text.encode(encoding, "replace")))
+
+    walk(pydicom.dcmread(io.BytesIO(data), force=True))
+    return found
+
+
+_SPECIFIC_CHARACTER_SET = 0x00080005
+
+# The object's own identifying values, which cleaning (PS3.15 "C" on free text) must remove
+# from text; other words of a text are beyond what cleaning can know.
+_OWN_IDENTIFIERS = (0x00100010, 0x00100020, 0x00101000, 0x00101001, 0x00080050, 0x00100021)
+
+
+def own_identifiers(obj: DicomObject) -> set[str]:
+    """The object's identifying values and their name components, as cleaning sees them."""
+    terms: set[str] = set()
+    for tag in _OWN_IDENTIFIERS:
+        element = obj.dataset.elements.get(tag)
+        if element is None or element.items is not None or element.length == UNDEFINED_LENGTH:
+            continue
+        value = obj.raw(element).decode("latin-1")
+        for part in [value, *re.split(r"[\^=\\]", value)]:
+            if part.strip(" \x00"):
+                terms.add(part.strip(" \x00").casefold())
+    return terms
+
+
+def leak(rules: RuleSet, output: bytes, planted: list[bytes], own: set[str]) -> str:
+    """Why ``output`` leaks a planted value, or "" when it does not. ``own`` holds the
+    input's identifying values (:func:`own_identifiers`)."""
+    found = [value for value in planted if value in output]
+    if not found:
+        return ""
+    try:
+        leaves = leaf_values(output)
+    except Exception as exc:
+        return f"a planted value is in an output pydicom cannot read ({exc.__class__.__name__})"
+    multibyte = any(
+        tag == _SPECIFIC_CHARACTER_SET and (b"GB" in raw or b"2022" in raw)
+        for tag, _, raw in leaves
+    )
+    for value in found:
+        holders = [(tag, vr) for tag, vr, raw in leaves if value in raw]
+        if not holders:
+            if multibyte:
+                # Its bytes are part of multi-byte characters of a text (GB18030, ISO 2022
+                # escapes): a reader that honours the character set does not see it.
+                continue
+            return "a planted value is in the output outside any element"
+        for tag, vr in holders:
+            if tag >> 16 & 1:
+                return f"a planted value is in private element {tag:08X}"
+            action = rules.action(tag, vr)
+            if action.kind in (Kind.KEEP, Kind.COPY):
+                continue
+            if (
+                action.describe().startswith("clean")
+                and value.decode("latin-1").casefold() not in own
+            ):
+                continue
+            return (f"a planted value is in element {tag:08X} {vr}, "
+                    f"whose action is {action.kind.value} ({action.code})")
+    return ""
