@@ -100,6 +100,8 @@ class ObjectContext:
 
     def encode(self, value: str, vr: str) -> bytes:
         """Text for an element of this data set, in the character set in force."""
+        if vr not in charset.TEXT_VRS:
+            return value.encode("latin-1", "replace")
         return charset.encode(value, vr, self.encodings())
 
     @property

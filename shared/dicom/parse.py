@@ -12,6 +12,7 @@ import os
 import struct
 import zlib
 from dataclasses import dataclass, field
+from functools import cache
 
 from pydicom.datadict import (  # type: ignore[attr-defined]
     DicomDictionary,
@@ -210,6 +211,16 @@ def dictionary_vr(tag: int) -> str:
     return vr
 
 
+@cache
+def _rule_vrs() -> dict[int, str]:
+    """Standard tags whose VR decides a rule (DA, DT, UI, PN) or that are sequences."""
+    return {
+        tag: entry[0]
+        for tag, entry in DicomDictionary.items()
+        if entry[0] in _VR_DECIDES_RULE or entry[0] == "SQ"
+    }
+
+
 def _repeater_entry(tag: int) -> tuple[str, str, str, str, str] | None:
     group = tag >> 16
     if 0x5000 <= group <= 0x60FF and not group & 1:
@@ -246,6 +257,7 @@ class _Reader:
         u32 = _STRUCTS[p + "L"].unpack_from
         explicit = syntax.explicit_vr
         long_vrs = _LONG_VR_BYTES
+        rule_vrs = _rule_vrs()
         last_tag = -1
         while pos < end:
             if pos + 8 > end:
@@ -273,14 +285,14 @@ class _Reader:
                     value = pos + 12
                 else:
                     value = pos + 8
-                if vr in _RELABELLED and not group & 1:
-                    # A date, UID or name sent under another string VR is still one: the
-                    # rules that act by VR (shift dates, map UIDs, remove names) must see it.
-                    known = dictionary_vr(tag)
-                    if known != vr and known in _VR_DECIDES_RULE:
+                known = rule_vrs.get(tag)
+                if known is not None and known != vr:
+                    if vr in _RELABELLED and known != "SQ":
+                        # A date, UID or name sent under another string VR is still one:
+                        # the rules acting by VR (shift, map, remove) must see it as such.
                         vr = known
-                elif vr in ("OB", "OW") and not group & 1 and dictionary_vr(tag) == "SQ":
-                    vr = "UN"  # a sequence sent as bytes: read as UN is (items or opaque)
+                    elif vr in ("OB", "OW") and known == "SQ":
+                        vr = "UN"  # a sequence sent as bytes: read as UN is (items or not)
             else:
                 vr = dictionary_vr(tag)
                 value = pos + 8
