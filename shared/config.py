@@ -6,6 +6,7 @@ use stops at once with a message listing every problem (:func:`load_settings`).
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
@@ -61,8 +62,19 @@ class Settings(BaseSettings):
     scp_port: int = Field(default=11112, ge=1, le=65535)
     scp_ae_title: str = "ANONSCP"
     scp_allowed_aets: str = Field(default="", description="comma-separated; empty: any")
-    scp_allowed_hosts: str = Field(default="", description="comma-separated; empty: any")
+    scp_allowed_hosts: str = Field(
+        default="", description="comma-separated addresses or networks; empty: any"
+    )
     scp_spool_dir: Path | None = None
+    scp_max_associations: int = Field(default=32, ge=1, le=1000)
+    scp_max_pdu_size: int = Field(default=16382, ge=0, le=0xFFFFFFFF, description="0: none")
+    scp_acse_timeout: float = Field(default=30.0, gt=0, description="seconds; also ARTIM")
+    scp_dimse_timeout: float = Field(default=30.0, gt=0, description="seconds")
+    scp_network_timeout: float = Field(default=60.0, gt=0, description="seconds idle")
+    scp_store_timeout: float = Field(default=60.0, gt=0, description="seconds per C-STORE")
+    max_object_bytes: int = Field(
+        default=4 << 30, ge=1, description="largest object taken in; larger ones refused"
+    )
 
     # De-identification
     profile_options: str = Field(
@@ -101,6 +113,18 @@ class Settings(BaseSettings):
     def _ae_title(cls, value: str) -> str:
         if not value.strip() or len(value) > 16 or "\\" in value:
             raise ValueError("an AE title has 1 to 16 characters and no backslash")
+        return value
+
+    @field_validator("scp_allowed_hosts")
+    @classmethod
+    def _hosts(cls, value: str) -> str:
+        for entry in _split(value):
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{entry!r} is not an IP address or network (e.g. 10.1.2.3, 10.1.0.0/16)"
+                ) from None
         return value
 
     @field_validator("profile_options")

@@ -38,7 +38,8 @@ async def import_direct(files: list[Path], settings: Settings, progress: bool) -
     """Store and announce each file through the deployed broker and object store."""
     resources = await open_resources(settings)
     summary = ImportSummary()
-    ingest = Ingest(resources.store, resources.buckets, resources.broker, resources.index.index)
+    ingest = Ingest(resources.store, resources.buckets, resources.broker, resources.index.index,
+                    max_object_bytes=settings.max_object_bytes)
     try:
         for path in tqdm(files, unit="file", disable=not progress, desc="importing"):
             try:

@@ -6,10 +6,33 @@ from __future__ import annotations
 from pydicom.uid import UID
 
 from services.scp_ingest.scp import CANNOT_UNDERSTAND, OUT_OF_RESOURCES, SUCCESS, storage_contexts
+from shared.config import Settings
 
 
 def _name(uid: str) -> str:
     return UID(uid).name if UID(uid).is_valid else uid
+
+
+def _default(name: str) -> object:
+    value = Settings.model_fields[name].default
+    return f"{value:g}" if isinstance(value, float) else value
+
+
+# (setting, what it bounds) of the association and of each C-STORE
+LIMITS = [
+    ("scp_max_associations", "associations open at once; one more is rejected "
+     "(A-ASSOCIATE-RJ, transient, local limit exceeded), further connections are closed"),
+    ("scp_max_pdu_size", "bytes: Maximum Length Received in the A-ASSOCIATE-AC "
+     "(largest P-DATA PDU accepted; 0: no limit)"),
+    ("scp_acse_timeout", "seconds: waiting for the A-ASSOCIATE-RQ after the connection "
+     "opens, and for the release (ARTIM timer)"),
+    ("scp_dimse_timeout", "seconds: waiting for a DIMSE message the SCP expects"),
+    ("scp_network_timeout", "seconds: an association idle this long is aborted"),
+    ("scp_store_timeout", "seconds: a C-STORE waits this long for its object to be stored "
+     "and announced, then answers A700 and keeps nothing of it"),
+    ("max_object_bytes", "bytes: the largest object accepted; a larger one is refused "
+     "unread (C000)"),
+]
 
 
 def conformance_statement() -> str:
@@ -25,9 +48,13 @@ def conformance_statement() -> str:
         "## Application Entity",
         "",
         "- AE title: `SCP_AE_TITLE` (default `ANONSCP`); port: `SCP_PORT` (default 11112).",
-        "- Calling AE titles: any, unless `SCP_ALLOWED_AETS` lists the accepted ones; "
-        "hosts: any, unless `SCP_ALLOWED_HOSTS` lists them.",
-        "- Associations: up to 32 at once, from any number of peers; "
+        "- Calling AE titles: any, unless `SCP_ALLOWED_AETS` lists the accepted ones "
+        "(others: A-ASSOCIATE-RJ, permanent, calling AE title not recognized).",
+        "- Hosts: any, unless `SCP_ALLOWED_HOSTS` lists the accepted addresses or "
+        "networks; the connection of any other host is closed before a PDU is read or "
+        "answered.",
+        f"- Associations: up to `SCP_MAX_ASSOCIATIONS` (default "
+        f"{_default('scp_max_associations')}) at once, from any number of peers; "
         "TCP_NODELAY is set on every connection.",
         "- Roles: SCP of the Storage Service Class and of the Verification Service Class. "
         "No SCU role, no extended negotiation.",
@@ -38,10 +65,19 @@ def conformance_statement() -> str:
         "|---|---|---|",
         f"| {SUCCESS:04X} | Success | the object is stored and its processing is queued |",
         f"| {OUT_OF_RESOURCES:04X} | Refused: Out of Resources | storage or message broker "
-        "unavailable; nothing was kept, the sender may retry |",
-        f"| {CANNOT_UNDERSTAND:04X} | Error: Cannot Understand | the object is not valid DICOM "
-        "(truncated, missing SOP Instance, Study or Series UID...); it is kept in quarantine "
-        "with the reason |",
+        "unavailable, or not done within `SCP_STORE_TIMEOUT`; nothing was kept or announced, "
+        "the sender may retry |",
+        f"| {CANNOT_UNDERSTAND:04X} | Error: Cannot Understand | the object is refused: not "
+        "valid DICOM (truncated, missing SOP Instance, Study or Series UID...), beyond a "
+        "limit of the reader (size, inflated size, nesting depth) or larger than "
+        "`MAX_OBJECT_BYTES`; it is kept in quarantine with the reason, and sending it "
+        "again gets the same answer |",
+        "",
+        "## Limits and timeouts",
+        "",
+        "| Setting | Default | Bounds |",
+        "|---|---|---|",
+        *[f"| `{name.upper()}` | {_default(name)} | {what} |" for name, what in LIMITS],
         "",
         f"## Transfer syntaxes ({len(syntaxes)}, accepted for every SOP class)",
         "",
