@@ -124,6 +124,7 @@ class ObjectContext:
                 value = charset.decode(self.obj.raw(element), element.vr, top)
                 if not value:
                     continue
+                terms.add(value.strip())  # as written, delimiters included
                 for part in re.split(r"[\^=\\]", value):
                     part = part.strip()
                     # Ideographic names are often two characters long.

@@ -11,10 +11,12 @@ well-known one, and, with Modified Dates, shifts every DA and DT value.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
+from functools import cache
 
-from pydicom.datadict import dictionary_VR
+from pydicom.datadict import DicomDictionary, dictionary_VR  # type: ignore[attr-defined]
 
 from shared.deid.context import ObjectContext
 from shared.deid.rules import (
@@ -109,6 +111,22 @@ _DUMMY_BY_VR = {
 _OVERLAY_TEXT = ((0xFF00FFFF, 0x60000022), (0xFF00FFFF, 0x60001500))
 
 
+# Keywords of free text that people write (remarks on a procedure, a patient, a setup).
+_FREE_TEXT_KEYWORD = re.compile(r"Comment|Notes|Reason")
+
+
+@cache
+def unlisted_free_text() -> tuple[int, ...]:
+    """Standard text attributes (ST, LT, UT, UC) that E.1-1 does not list but that hold
+    people's comments, notes or reasons: removed, or cleaned with Clean Descriptors."""
+    listed = {row.tag for row in profile_rows() if not row.is_pattern}
+    return tuple(sorted(
+        tag for tag, (vr, _vm, _name, retired, keyword) in DicomDictionary.items()
+        if vr in ("ST", "LT", "UT", "UC") and not retired and tag not in listed
+        and _FREE_TEXT_KEYWORD.search(keyword)
+    ))
+
+
 def _map_uids(ctx: ObjectContext, element: Element) -> str:
     mapper = ctx.uids
     return "\\".join(mapper(uid.strip(" \x00")) for uid in ctx.text(element).split("\\"))
@@ -153,9 +171,15 @@ PSEUDO_ACCESSION = Replace(
 KEEP_TIME = Replace("C", "kept (times of day are not shifted)", lambda ctx, e: ctx.text(e))
 
 
+# Changes with the rules this module adds to the tables, so that objects de-identified by
+# different rules are told apart in the index.
+RULES_REVISION = "2: UN interpreted, overlay text, unlisted names and comments removed"
+
+
 def profile_sha256(options: ProfileOptions) -> str:
     """Identity of the built-in profile: its tables and its options."""
     digest = hashlib.sha256()
+    digest.update(RULES_REVISION.encode())
     for table in (TABLE_E1_1, TABLE_E3_10_1):
         digest.update(table.read_bytes())
     digest.update(",".join(options.selected()).encode())
@@ -238,8 +262,10 @@ def build_profile(options: ProfileOptions | None = None) -> RuleSet:
     for mask, value in _OVERLAY_TEXT:
         # Free text that E.1-1 does not list: removed, cleaned with Clean Graphics.
         rules.masked.append((mask, value, CLEAN_TEXT if options.clean_graphics else REMOVE))
-    # A person's name the table does not list is still a name.
+    # A person's name the table does not list is still a name; a comment is free text.
     rules.by_vr["PN"] = REMOVE
+    for tag in unlisted_free_text():
+        rules.by_tag.setdefault(tag, CLEAN_TEXT if options.clean_descriptors else REMOVE)
     if options.retain_safe_private:
         rules.private_by_creator = _safe_private_rule()
     if not options.retain_uids:
@@ -315,6 +341,10 @@ def describe_profile(options: ProfileOptions | None = None) -> list[tuple[str, s
         action = next(a for m, v, a in rules.masked if (m, v) == (mask, value))
         tag = f"(60xx,{value & 0xFFFF:04X})"
         lines.append((tag, name, action.code, action.describe() + " (free text)"))
+    free_text = unlisted_free_text()
+    action = rules.by_tag[free_text[0]]
+    lines.append(("(listed)", f"{len(free_text)} comments, notes and reasons not in E.1-1, "
+                  f"such as {_keyword(free_text[0])}", action.code, action.describe()))
     for vr, action in rules.by_vr.items():
         lines.append(("(any)", f"any other {vr} element", action.code, action.describe()))
     lines.append(("(gggg,0000)", "group lengths", "X", "remove"))

@@ -310,3 +310,13 @@ def test_a_specific_character_set_that_names_no_character_set_is_read_byte_for_b
     engine = Engine(build_profile(), b"s" * 32)
     data = engine.deidentify(engine.read(handmade.part10(ds.encode(), sop)), PSEUDONYMS).data
     assert b"Planted" not in data
+
+
+def test_free_text_comments_the_table_does_not_list_are_removed_or_cleaned() -> None:
+    ds, sop = handmade.ct()
+    ds.add(0x00400400, "LT", "Call Planted^Patient at home")  # Comments on the SPS
+    ds.add(0x300A0402, "ST", "Planted wears a ring")  # Setup Image Comment
+    data, _ = _run(handmade.part10(ds.encode(), sop))
+    assert b"Planted" not in data
+    _, cleaned = _run(handmade.part10(ds.encode(), sop), ProfileOptions(clean_descriptors=True))
+    assert cleaned.CommentsOnTheScheduledProcedureStep == "Call  at home"
