@@ -8,6 +8,7 @@ set is re-checked whenever one of its objects arrives, late ones included.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import asyncpg
@@ -17,11 +18,15 @@ from shared.dicom.parse import parse
 from shared.messaging import Message
 from shared.observability.logging import correlation, log_fields
 from shared.observability.metrics import RT_SET_CHECKS
-from shared.rt.graph import node_of
+from shared.rt.graph import ObjectNode, node_of
 from shared.rt.store import record_and_check
 from shared.storage import ObjectNotFound, ObjectStore
 
 log = logging.getLogger(__name__)
+
+
+def _node(data: bytes) -> ObjectNode:
+    return node_of(parse(data))
 
 
 class RtRelinker:
@@ -48,7 +53,8 @@ class RtRelinker:
                 log.warning("de-identified object not found", extra=log_fields(key=key))
                 return
             try:
-                node = node_of(parse(data))
+                # CPU work: off the event loop, like the anonymizer worker's engine.
+                node = await asyncio.to_thread(_node, data)
             except RejectedObject as exc:  # cannot happen for our own output; keep going
                 log.error("unreadable de-identified object", extra=log_fields(
                     key=key, reason_code=exc.code))
