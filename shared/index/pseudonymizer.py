@@ -9,6 +9,7 @@ Every service and command that de-identifies objects goes through here, so they 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 from shared.deid.context import Pseudonyms
 from shared.deid.ctp_filter import ObjectFilter, identifying_pixels
@@ -82,13 +83,23 @@ class Pseudonymizer:
         if len(self._pending) >= self.batch_size:
             await self.flush()
 
-    async def prepare(self, data: bytes) -> tuple[Deidentified, InstanceRecord]:
+    async def prepare(
+        self, data: bytes, accept_burned_in_annotation: bool = False
+    ) -> tuple[Deidentified, InstanceRecord]:
         """Filter and de-identify, returning the instance record for the caller to write
-        once the result is stored (``PhiIndex.record_instances``)."""
+        once the result is stored (``PhiIndex.record_instances``).
+        ``accept_burned_in_annotation`` accepts this one object even if the filter refuses
+        flagged pixels (an operator released it knowingly from quarantine)."""
         # Parsing and the engine are CPU work: they run in a thread, so the event loop
         # (heartbeats, other objects in flight) never waits for them. The engine is pure per
         # call; its caches are plain dict reads and writes.
-        obj = await asyncio.to_thread(self._read, data) if self.offload else self._read(data)
+        object_filter = self.object_filter
+        if accept_burned_in_annotation:
+            object_filter = replace(object_filter, reject_identifying_pixels=False)
+        if self.offload:
+            obj = await asyncio.to_thread(self._read, data, object_filter)
+        else:
+            obj = self._read(data, object_filter)
         ident = identity(obj)
         key = patient_key(ident.patient_id, ident.issuer_of_patient_id, ident.study_instance_uid)
         patient = await self.index.patient(key, ident.patient_name)
@@ -113,9 +124,9 @@ class Pseudonymizer:
         accepted = identifying_pixels(obj) is not None
         return result, instance_record(ident, result, self.rules, accepted)
 
-    def _read(self, data: bytes) -> DicomObject:
+    def _read(self, data: bytes, object_filter: ObjectFilter) -> DicomObject:
         obj = self.engine.read(data)
-        self.object_filter.check(obj)
+        object_filter.check(obj)
         return obj
 
     async def _run_engine(self, obj: DicomObject, pseudonyms: Pseudonyms) -> Deidentified:

@@ -94,3 +94,28 @@ def test_the_index_keeps_a_utf_8_name_as_it_is_spelled(
     (source / "ct.dcm").write_bytes(handmade.part10(ds.encode(), sop))
     assert deidentify([source], tmp_path / "out", tmp_path / "data") == 0
     assert _patient_names(index_env) == ["Ωρίων^Δήμητρα"]
+
+
+def test_one_object_released_with_its_burned_in_annotation_accepted_is_recorded_so(
+    database_url: str,
+) -> None:
+    from shared.deid.profile import build_profile
+    from shared.dicom.errors import IdentifyingPixels
+    from shared.index.pseudonymizer import Pseudonymizer
+
+    ds, sop = handmade.ct()
+    ds.add(0x00280301, "CS", "YES")
+    data = handmade.part10(ds.encode(), sop)
+
+    async def run() -> bool:
+        opened = await open_index(None, database_url, None)
+        try:
+            pseudonymizer = Pseudonymizer(opened.index, opened.site, build_profile())
+            with pytest.raises(IdentifyingPixels):
+                await pseudonymizer.prepare(data)
+            _, record = await pseudonymizer.prepare(data, accept_burned_in_annotation=True)
+        finally:
+            await opened.close()
+        return record.burned_in_annotation_accepted
+
+    assert asyncio.run(run()) is True
