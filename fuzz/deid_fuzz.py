@@ -7,8 +7,10 @@
 
 Each input goes the way an object goes in ``anon deidentify`` and the services, without
 the database: ``shared.dicom.parse.parse``, the object's identity and patient key, the
-site's filter, then ``shared.deid.engine.Engine`` with the built-in profile (the default
-RICORD options, and every cleaning option on) and fixed pseudonyms. The property:
+site's filter, then ``shared.deid.engine.Engine`` with fixed pseudonyms and five rule sets:
+the built-in profile with the default RICORD options, with every cleaning option, with
+every retaining option, and RSNA's two default CTP scripts (``tests/data/ctp-scripts``).
+The property:
 
 - the input either de-identifies, or is refused with a ``RejectedObject`` that carries a
   reason; any other exception is a finding;
@@ -43,7 +45,9 @@ import atheris
 with atheris.instrument_imports(include=["shared"]):
     from shared.deid.context import Pseudonyms
     from shared.deid.ctp_filter import ObjectFilter
-    from shared.deid.engine import Deidentified, Engine, identity
+    from shared.deid.ctp_rules import compile_script
+    from shared.deid.ctp_script import load_script
+    from shared.deid.engine import Deidentified, Engine, NeedsIntegers, identity
     from shared.deid.profile import ProfileOptions, build_profile
     from shared.deid.rules import RuleSet
     from shared.dicom.errors import FilteredOut, RejectedObject
@@ -60,11 +64,20 @@ PSEUDONYMS = Pseudonyms(
     date_offset_days=1234,
     accession_number="0000000000000001",
 )
+_SCRIPTS = Path(__file__).resolve().parent.parent / "tests" / "data" / "ctp-scripts"
 PROFILES: list[tuple[str, RuleSet]] = [
     ("ricord", build_profile(ProfileOptions.ricord())),
     ("cleaning", build_profile(ProfileOptions(
         clean_descriptors=True, clean_structured_content=True, clean_graphics=True,
     ))),
+    ("retaining", build_profile(ProfileOptions(
+        retain_safe_private=True, retain_uids=True, retain_device_identity=True,
+        retain_institution_identity=True, retain_longitudinal_full_dates=True,
+    ))),
+    *(
+        (f"script {path.stem}", compile_script(load_script(path), SITE.site_id))
+        for path in sorted(_SCRIPTS.glob("*.script"))
+    ),
 ]
 ENGINES = [(name, rules, Engine(rules, SITE.secret)) for name, rules in PROFILES]
 FILTER = ObjectFilter()
@@ -80,6 +93,19 @@ def _check_leaks(profile: str, rules: RuleSet, obj: DicomObject, output: bytes) 
     problem = leak(rules, output, PLANTED, own_identifiers(obj))
     if problem:
         raise Finding(f"{profile}: {problem}")
+
+
+def _deidentify(engine: Engine, obj: DicomObject) -> Deidentified:
+    """As the pseudonymizer does: counter values the rules ask for (``@integer`` of a
+    script) are allocated, then the engine runs again."""
+    integers: dict[tuple[str, str], int] = {}
+    for _ in range(3):
+        try:
+            return engine.deidentify(obj, PSEUDONYMS, integers)
+        except NeedsIntegers as needed:
+            for key in sorted(needed.keys):
+                integers[key] = len(integers) + 1
+    raise Finding("the rules keep asking for new counter values")
 
 
 def _run(data: bytes) -> list[Deidentified]:
@@ -98,7 +124,7 @@ def _run(data: bytes) -> list[Deidentified]:
     results = []
     for profile, rules, engine in ENGINES:
         try:
-            result = engine.deidentify(obj, PSEUDONYMS, {})
+            result = _deidentify(engine, obj)
         except RejectedObject as exc:
             if not (isinstance(exc.reason, str) and exc.reason.strip()):
                 raise Finding(f"{profile}: a rejection without a reason") from None

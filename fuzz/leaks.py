@@ -15,20 +15,26 @@ import re
 import pydicom
 
 from shared.deid.rules import Kind, RuleSet
-from shared.dicom.parse import UNDEFINED_LENGTH, DicomObject
+from shared.dicom.parse import UNDEFINED_LENGTH, DicomObject, Item, parse
 
 # VRs whose values are text; the values of all others are compared as raw bytes.
 _TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST",
                        "TM", "UC", "UI", "UR", "UT"})
 
 
-def leaf_values(data: bytes) -> list[tuple[int, str, bytes]]:
-    """(tag, VR, value bytes) of every non-sequence element of ``data`` at every depth, as
-    pydicom, an independent reader that turns UN sequences into items, sees them: text
-    decoded with the character set in force, other values as their raw bytes."""
-    found: list[tuple[int, str, bytes]] = []
+# Where a value sits: (tag, VR) of each enclosing sequence, outermost first.
+Path = tuple[tuple[int, str], ...]
+Leaf = tuple[int, str, bytes, Path]
 
-    def walk(ds: pydicom.Dataset) -> None:
+
+def leaf_values(data: bytes) -> list[Leaf]:
+    """(tag, VR, value bytes, enclosing sequences) of every non-sequence element of
+    ``data`` at every depth, as pydicom, an independent reader that turns UN sequences into
+    items, sees them: text decoded with the character set in force, other values as their
+    raw bytes."""
+    found: list[Leaf] = []
+
+    def walk(ds: pydicom.Dataset, path: Path) -> None:
         for tag in list(ds.keys()):
             raw = ds.get_item(tag)
             raw_value = getattr(raw, "value", b"")
@@ -36,26 +42,45 @@ def leaf_values(data: bytes) -> list[tuple[int, str, bytes]]:
             try:
                 element = ds[tag]
             except Exception:
-                found.append((int(tag), str(raw.VR), raw_bytes))
+                found.append((int(tag), str(raw.VR), raw_bytes, path))
                 continue
             if element.VR == "SQ":
                 for item in element.value or []:
-                    walk(item)
+                    walk(item, (*path, (int(tag), "SQ")))
                 continue
             if element.VR not in _TEXT_VRS:
                 value = element.value
-                found.append((int(tag), element.VR, value if isinstance(value, bytes)
-                               else raw_bytes))
+                found.append((int(tag), element.VR,
+                              value if isinstance(value, bytes) else raw_bytes, path))
                 continue
             try:
                 text = str(element.value)
             except Exception:
-                found.append((int(tag), element.VR, raw_bytes))
+                found.append((int(tag), element.VR, raw_bytes, path))
                 continue
             for encoding in ("latin-1", "utf-8"):
-                found.append((int(tag), element.VR, text.encode(encoding, "replace")))
+                found.append((int(tag), element.VR, text.encode(encoding, "replace"), path))
 
-    walk(pydicom.dcmread(io.BytesIO(data), force=True))
+    walk(pydicom.dcmread(io.BytesIO(data), force=True), ())
+    return found
+
+
+def reader_leaf_values(data: bytes) -> list[Leaf]:
+    """As :func:`leaf_values`, located by ``shared.dicom.parse`` (raw value bytes)."""
+    obj = parse(data, require_uids=False)
+    found: list[Leaf] = []
+    pending: list[tuple[Item, Path]] = [(obj.dataset, ())]
+    while pending:
+        item, path = pending.pop()
+        for element in item.elements.values():
+            if element.items is not None:
+                pending.extend((child, (*path, (element.tag, element.vr)))
+                               for child in element.items)
+            elif element.length == UNDEFINED_LENGTH:  # encapsulated pixel data: fragments
+                found.append((element.tag, element.vr,
+                              obj.buffer[element.value : element.end], path))
+            else:
+                found.append((element.tag, element.vr, obj.raw(element), path))
     return found
 
 
@@ -88,31 +113,58 @@ def leak(rules: RuleSet, output: bytes, planted: list[bytes], own: set[str]) -> 
         return ""
     try:
         leaves = leaf_values(output)
-    except Exception as exc:
-        return f"a planted value is in an output pydicom cannot read ({exc.__class__.__name__})"
+    except Exception:
+        # pydicom cannot read it at all (a Specific Character Set holding NUL stops it, for
+        # one); the project's reader locates the values instead.
+        try:
+            leaves = reader_leaf_values(output)
+        except Exception as exc:
+            return ("a planted value is in an output neither pydicom nor the reader can read "
+                    f"({exc.__class__.__name__})")
     multibyte = any(
         tag == _SPECIFIC_CHARACTER_SET and (b"GB" in raw or b"2022" in raw)
-        for tag, _, raw in leaves
+        for tag, _, raw, _ in leaves
     )
+    ours: list[Leaf] | None = None
     for value in found:
-        holders = [(tag, vr) for tag, vr, raw in leaves if value in raw]
+        holders = [(tag, vr, path) for tag, vr, raw, path in leaves if value in raw]
+        if not holders:
+            # Where pydicom gives up (say inside damaged encapsulated pixel data), the
+            # project's reader says where the value is.
+            if ours is None:
+                try:
+                    ours = reader_leaf_values(output)
+                except Exception:
+                    ours = []
+            holders = [(tag, vr, path) for tag, vr, raw, path in ours if value in raw]
         if not holders:
             if multibyte:
                 # Its bytes are part of multi-byte characters of a text (GB18030, ISO 2022
                 # escapes): a reader that honours the character set does not see it.
                 continue
             return "a planted value is in the output outside any element"
-        for tag, vr in holders:
-            if tag >> 16 & 1:
-                return f"a planted value is in private element {tag:08X}"
-            action = rules.action(tag, vr)
-            if action.kind in (Kind.KEEP, Kind.COPY):
-                continue
-            if (
-                action.describe().startswith("clean")
-                and value.decode("latin-1").casefold() not in own
-            ):
-                continue
-            return (f"a planted value is in element {tag:08X} {vr}, "
-                    f"whose action is {action.kind.value} ({action.code})")
+        for tag, vr, path in holders:
+            problem = _misplaced(rules, value, own, tag, vr, path)
+            if problem:
+                return problem
     return ""
+
+
+def _misplaced(
+    rules: RuleSet, value: bytes, own: set[str], tag: int, vr: str, path: Path
+) -> str:
+    """Why a planted value must not be where it is, or "" if the rules keep it there."""
+    # A sequence the rules copy as it is (CTP: an unscripted sequence) keeps its items.
+    for outer_tag, outer_vr in path:
+        if not outer_tag >> 16 & 1 and rules.action(outer_tag, outer_vr).kind is Kind.COPY:
+            return ""
+    where = "".join(f"{t:08X} > " for t, _ in path)
+    if tag >> 16 & 1:
+        return f"a planted value is in private element {where}{tag:08X}"
+    action = rules.action(tag, vr)
+    if action.kind in (Kind.KEEP, Kind.COPY):
+        return ""
+    if action.describe().startswith("clean") and value.decode("latin-1").casefold() not in own:
+        return ""
+    return (f"a planted value is in element {where}{tag:08X} {vr}, "
+            f"whose action is {action.kind.value} ({action.code})")

@@ -8,10 +8,10 @@ database on ``--server`` and the Storage SCP on a free port, then sends ``--coun
 mutations of the seed files (``fuzz.seeds``: test samples and synthetic objects with
 planted PHI) over one association (a new one whenever the SCP ends it), each by pynetdicom
 from its file, so the data set goes out byte for byte as mutated. Every mutant gets its own
-SOP Instance UID before it is mutated, so its fate can be found. Mutations: bit flips,
-truncations, changed length fields, changed VRs, nested sequences (up to 3,000 levels,
-some sent as UN), pieces of other seeds spliced in. The file meta is left alone: it is not
-sent over the network.
+SOP Instance UID before it is mutated, so its fate can be found. Mutations: bit flips
+(anywhere, or inside one value), truncations, changed length fields, changed VRs, nested
+sequences (up to 3,000 levels, some sent as UN), pieces of other seeds spliced in. The
+file meta is left alone: it is not sent over the network.
 
 Checks:
 
@@ -241,6 +241,18 @@ class Mutator:
                 data[self.rng.randrange(len(data))] ^= 1 << self.rng.randrange(8)
         return f"bit-flips({flips})"
 
+    def value_flips(self, seed: Seed, data: bytearray) -> str:
+        """Bit flips inside one element's value, headers left alone."""
+        element = self._element(seed, data)
+        if element is None or element.length in (0, UNDEFINED_LENGTH):
+            return self.bit_flips(seed, data)
+        end = min(element.value + element.length, len(data))
+        flips = self.rng.choice((1, 2, 4))
+        for _ in range(flips):
+            if element.value < end:
+                data[self.rng.randrange(element.value, end)] ^= 1 << self.rng.randrange(8)
+        return f"value-flips({flips})"
+
     def truncate(self, seed: Seed, data: bytearray) -> str:
         cut = self.rng.randrange(len(data) + 1)
         del data[cut:]
@@ -305,8 +317,8 @@ class Mutator:
         return "splice"
 
     def mutate(self, seed: Seed, data: bytearray) -> list[str]:
-        operations = (self.bit_flips, self.truncate, self.length_field, self.vr, self.nest,
-                      self.splice)
+        operations = (self.bit_flips, self.value_flips, self.truncate, self.length_field,
+                      self.vr, self.nest, self.splice)
         done = [self.rng.choice(operations)(seed, data)]
         if self.rng.random() < 0.3:
             done.append(self.rng.choice(operations)(seed, data))
