@@ -6,22 +6,26 @@ index (de-identified, stored, recorded) or a quarantine record. :func:`announce_
 announces again every object of the incoming bucket that is neither (``anon serve`` runs
 it at start, because its in-process queues do not survive the process; a deployed worker
 may run it too). Announcing an object twice is harmless: the worker is idempotent.
-:func:`redrive` moves dead letters back to their queue.
+:func:`announce_unrelinked` does the same for the relink queue.
+:func:`sweep_incoming` deletes processed received objects (PHI) once their retention has
+passed. :func:`redrive` moves dead letters back to their queue.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from shared.config import Settings
 from shared.dicom.errors import RejectedObject
 from shared.dicom.parse import parse
 from shared.index.phi_index import PhiIndex
 from shared.messaging import Broker, RabbitBroker
-from shared.messaging.topology import ANONYMIZE, DEAD_LETTER
+from shared.messaging.topology import ANONYMIZE, DEAD_LETTER, RELINK
 from shared.runtime import topology_from
 from shared.storage import Buckets, ObjectNotFound, ObjectStore
 
@@ -39,29 +43,27 @@ class RedriveUnavailable(Exception):
 
 @dataclass(frozen=True)
 class Backlog:
-    """What :func:`unprocessed_keys` found in the incoming bucket."""
+    """What :func:`unprocessed_keys` found in the incoming bucket: the processed keys
+    with the time of their result, and the unprocessed keys."""
 
     incoming: int
-    processed: list[str]
+    processed: dict[str, datetime]
     unprocessed: list[str]
 
 
-async def _instance_digests(index: PhiIndex, digests: list[str]) -> set[str]:
-    """The digests (sha256 of the original SOP Instance UID) that have an instance record."""
+async def _results(index: PhiIndex, keys: list[str], digests: list[str]) -> dict[str, datetime]:
+    """When each processed key got its result: its quarantine record, or the first instance
+    record of its SOP Instance UID (``digests``: sha256 of the UID, '' when unknown)."""
     async with index.pool.acquire() as connection:
         rows = await connection.fetch(
-            "SELECT uid_digest(original_sop_instance_uid) AS d FROM instance"
-            " WHERE uid_digest(original_sop_instance_uid) = ANY($1::text[])",
-            digests,
+            "SELECT t.k, least("
+            " (SELECT q.quarantined_at FROM quarantined_object q WHERE q.key = t.k),"
+            " (SELECT min(i.created_at) FROM instance i"
+            "  WHERE t.d <> '' AND uid_digest(i.original_sop_instance_uid) = t.d)) AS done_at"
+            " FROM unnest($1::text[], $2::text[]) AS t(k, d)",
+            keys, digests,
         )
-    return {row["d"] for row in rows}
-
-
-async def _quarantined(index: PhiIndex, keys: list[str]) -> set[str]:
-    async with index.pool.acquire() as connection:
-        rows = await connection.fetch(
-            "SELECT key FROM quarantined_object WHERE key = ANY($1::text[])", keys)
-    return {row["key"] for row in rows}
+    return {row["k"]: row["done_at"] for row in rows if row["done_at"] is not None}
 
 
 async def _uid_digest(store: ObjectStore, bucket: str, key: str) -> str | None:
@@ -80,19 +82,14 @@ async def _uid_digest(store: ObjectStore, bucket: str, key: str) -> str | None:
 async def unprocessed_keys(store: ObjectStore, buckets: Buckets, index: PhiIndex) -> Backlog:
     """Sort the incoming bucket into processed and unprocessed objects (see the module)."""
     keys = await store.list_keys(buckets.incoming)
-    processed: list[str] = []
+    processed: dict[str, datetime] = {}
     unprocessed: list[str] = []
     for start in range(0, len(keys), _BATCH):
         batch = keys[start:start + _BATCH]
-        quarantined = await _quarantined(index, batch)
-        digests = {key: await _uid_digest(store, buckets.incoming, key)
-                   for key in batch if key not in quarantined}
-        recorded = await _instance_digests(index, [d for d in digests.values() if d])
-        for key in batch:
-            if key in quarantined or digests.get(key) in recorded:
-                processed.append(key)
-            else:
-                unprocessed.append(key)
+        digests = [await _uid_digest(store, buckets.incoming, key) or "" for key in batch]
+        results = await _results(index, batch, digests)
+        processed.update(results)
+        unprocessed += [key for key in batch if key not in results]
     return Backlog(len(keys), processed, unprocessed)
 
 
@@ -110,6 +107,57 @@ async def announce_unprocessed(
         log.warning("announced %d received objects again that were not processed",
                     len(backlog.unprocessed))
     return backlog
+
+
+async def announce_unrelinked(
+    store: ObjectStore, buckets: Buckets, broker: Broker, index: PhiIndex
+) -> int:
+    """Announce on the relink queue every de-identified object whose node the relinker has
+    not recorded (its message was lost with an in-process queue); the number announced."""
+    keys = await store.list_keys(buckets.deidentified)
+    missing: list[str] = []
+    for start in range(0, len(keys), _BATCH):
+        batch = keys[start:start + _BATCH]
+        async with index.pool.acquire() as connection:
+            rows = await connection.fetch(
+                "SELECT object_key FROM rt_object WHERE object_key = ANY($1::text[])", batch)
+        recorded = {row["object_key"] for row in rows}
+        missing += [key for key in batch if key not in recorded]
+    for key in missing:
+        await broker.publish(RELINK, {"bucket": buckets.deidentified, "key": key},
+                             correlation_id=key.rsplit("/", 1)[-1][:16])
+    if missing:
+        log.warning("announced %d de-identified objects again for relinking", len(missing))
+    return len(missing)
+
+
+async def sweep_incoming(
+    store: ObjectStore, buckets: Buckets, index: PhiIndex, retention_days: float
+) -> int:
+    """Delete the received objects whose result is older than ``retention_days`` (0: every
+    processed one); unprocessed objects are never touched. The number deleted."""
+    backlog = await unprocessed_keys(store, buckets, index)
+    limit = datetime.now(UTC) - timedelta(days=retention_days)
+    expired = [key for key, done in backlog.processed.items() if done <= limit]
+    for key in expired:
+        await store.delete(buckets.incoming, key)
+    if expired:
+        log.info("deleted %d received objects past their retention", len(expired))
+    return len(expired)
+
+
+async def sweep_periodically(
+    store: ObjectStore, buckets: Buckets, index: PhiIndex, retention_days: float,
+    interval: float = 3600.0,
+) -> None:
+    """Run :func:`sweep_incoming` every ``interval`` seconds until cancelled; a failed sweep
+    is logged (by the exception's type) and tried again at the next interval."""
+    while True:
+        try:
+            await sweep_incoming(store, buckets, index, retention_days)
+        except Exception as exc:
+            log.warning("retention sweep failed (%s); trying again later", type(exc).__name__)
+        await asyncio.sleep(interval)
 
 
 async def redrive(settings: Settings, queue: str | None = None) -> tuple[int, int]:

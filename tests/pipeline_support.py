@@ -222,10 +222,12 @@ def pipeline(
             process.stop()
 
         async def cleanup() -> None:
-            broker = RabbitBroker(amqp_url, running.topology)
-            await broker.connect()
-            await broker.delete_topology()
-            await broker.close()
+            # Also the retry queues a test's own broker with default delays declared.
+            for topology in (running.topology, Topology(running.prefix, 3)):
+                broker = RabbitBroker(amqp_url, topology)
+                await broker.connect()
+                await broker.delete_topology()
+                await broker.close()
 
         asyncio.run(cleanup())
         remove_buckets(s3_endpoint, buckets.all())

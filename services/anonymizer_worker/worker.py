@@ -41,11 +41,16 @@ class AnonymizerWorker:
         buckets: Buckets,
         broker: Broker,
         pseudonymizer: Pseudonymizer,
+        *,
+        keep_received: bool = False,
     ) -> None:
         self.store = store
         self.buckets = buckets
         self.broker = broker
         self.pseudonymizer = pseudonymizer
+        # False: a received object (PHI) is deleted as soon as its result is durable;
+        # True: kept for INCOMING_RETENTION_DAYS, then deleted by the sweep.
+        self.keep_received = keep_received
 
     async def handle(self, message: Message) -> None:
         key = str(message.body["key"])
@@ -92,6 +97,7 @@ class AnonymizerWorker:
                 DEIDENTIFIED.inc()
             DEIDENTIFY_SECONDS.observe(time.perf_counter() - started)
             log.info("de-identified", extra=log_fields(key=key, delivery=message.delivery_count))
+            await self._delete_received(key)
 
     async def _quarantine(self, key: str, data: bytes, exc: RejectedObject) -> None:
         await self.store.put(self.buckets.quarantine, key, data,
@@ -101,3 +107,14 @@ class AnonymizerWorker:
                                                              exc.reason):
             QUARANTINED.labels(stage="deidentify", reason_code=exc.code).inc()
         log.info("quarantined", extra=log_fields(key=key, reason_code=exc.code))
+        await self._delete_received(key)
+
+    async def _delete_received(self, key: str) -> None:
+        """The result is durable (stored, recorded, announced): the received copy goes."""
+        if self.keep_received:
+            return
+        try:
+            await self.store.delete(self.buckets.incoming, key)
+        except Exception as exc:  # the retention sweep deletes it later
+            log.warning("received object not deleted",
+                        extra=log_fields(key=key, error=type(exc).__name__))

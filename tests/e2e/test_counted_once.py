@@ -62,7 +62,9 @@ def test_duplicates_redeliveries_and_foreign_buckets_change_no_count(
     reports.mkdir()
     synth.write(synth.make_sr(), reports / "sr.dcm")  # refused by the SR switch
     pipeline.start("scp_ingest")
-    worker = pipeline.start("anonymizer_worker", WORKER_CONCURRENCY="2")
+    # Received objects kept (not deleted at once), so that one can be announced again.
+    worker = pipeline.start("anonymizer_worker", WORKER_CONCURRENCY="2",
+                            INCOMING_RETENTION_DAYS="1")
     for _ in range(2):  # every object received twice
         assert pipeline.storescu(images).returncode == 0
         assert pipeline.storescu(reports).returncode == 0

@@ -96,3 +96,97 @@ def test_anon_import_sends_files_to_a_running_serve_by_c_store(tmp_path: Path) -
         assert _status(data, env)["deidentified"] == 4
     finally:
         serve.stop()
+
+
+def _serve_on(tmp_path: Path, data: Path, port: int, database_url: str, name: str,
+              **extra: str) -> ServiceProcess:
+    """``anon serve`` on a test database (so a kill -9 leaves no embedded server behind)."""
+    env = {**{k: v for k, v in os.environ.items() if k not in ("AMQP_URL", "S3_ENDPOINT")},
+           "DATABASE_URL": database_url, **extra}
+    health = free_port()
+    log = tmp_path / f"{name}.log"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "serve", "--data-dir", str(data), "--port",
+         str(port), "--aet", "ANONSCP", "--health-port", str(health)],
+        env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    return ServiceProcess(name, process, health, log)
+
+
+def _index_counts(database_url: str) -> dict[str, int]:
+    import asyncio
+
+    import asyncpg
+
+    async def fetch() -> dict[str, int]:
+        connection = await asyncpg.connect(database_url)
+        try:
+            row = await connection.fetchrow(
+                "SELECT (SELECT count(*) FROM instance) AS deidentified,"
+                " (SELECT count(DISTINCT original_sop_instance_uid) FROM instance) AS unique,"
+                " (SELECT count(*) FROM quarantined_object) AS quarantined,"
+                " (SELECT count(*) FROM rt_object) AS relinked")
+        finally:
+            await connection.close()
+        assert row is not None
+        return dict(row)
+
+    return asyncio.run(fetch())
+
+
+def test_objects_acknowledged_before_a_kill_are_deidentified_once_after_restart(
+    tmp_path: Path, database_url: str
+) -> None:
+    """A backlog sent with DCMTK's storescu (every object answered Success), then kill -9
+    while most are still waiting: at the next start every one is de-identified, once."""
+    from tests import synth
+
+    total = 600
+    folder = tmp_path / "backlog"
+    folder.mkdir()
+    for n, ds in enumerate(synth.make_ct_series(total)):
+        synth.write(ds, folder / f"{n:03d}.dcm")
+    data, port = tmp_path / "d", free_port()
+    first = _serve_on(tmp_path, data, port, database_url, "serve-1", WORKER_CONCURRENCY="1")
+    try:
+        first.wait_ready(timeout=90)
+        sent = subprocess.run(
+            [str(STORESCU), "-aec", "ANONSCP", "+sd", "+r", "+sp", "*.dcm", "127.0.0.1",
+             str(port), str(folder)],
+            capture_output=True, text=True, timeout=300, check=False,
+            env={**os.environ, "TCP_NODELAY": "1"})
+        assert sent.returncode == 0, sent.stderr[-800:]  # every object acknowledged
+        first.kill()
+    finally:
+        first.stop()
+    at_kill = _index_counts(database_url)
+    assert at_kill["deidentified"] < total, "the backlog was drained before the kill"
+    waiting = len(list((data / "objects" / "incoming").rglob("*.dcm")))
+    assert waiting >= total - at_kill["deidentified"]
+
+    second = _serve_on(tmp_path, data, port, database_url, "serve-2")
+    try:
+        second.wait_ready(timeout=90)
+        deadline = time.monotonic() + 180
+        counts = _index_counts(database_url)
+        while counts["deidentified"] < total and time.monotonic() < deadline:
+            time.sleep(0.5)
+            counts = _index_counts(database_url)
+        del counts["relinked"]
+        assert counts == {"deidentified": total, "unique": total, "quarantined": 0}
+        time.sleep(1)  # nothing more arrives
+        assert _index_counts(database_url)["deidentified"] == total
+        written = list((data / "objects" / "deidentified").rglob("*.dcm"))
+        assert len(written) == total
+        # Results are durable, so the received copies (PHI) are gone.
+        assert list((data / "objects" / "incoming").rglob("*.dcm")) == []
+        unprocessed = total - at_kill["deidentified"]
+        assert f"{unprocessed} received objects announced again" in second.log.read_text()
+        # Relink messages lost with the process are announced again too.
+        while _index_counts(database_url)["relinked"] < total and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert _index_counts(database_url)["relinked"] == total
+    finally:
+        second.stop()
+    assert second.process.returncode == 0
+    print(f"killed with {at_kill['deidentified']} of {total} de-identified, "
+          f"{waiting} waiting in the incoming folder")
