@@ -6,7 +6,12 @@ import asyncio
 import logging
 import tempfile
 
-from services.scp_ingest.scp import ScpOptions, StorageSCP
+from services.scp_ingest.scp import (
+    ScpOptions,
+    StorageSCP,
+    remove_stale_spool_files,
+    spool_limit,
+)
 from shared.config import Settings
 from shared.ingest import Ingest
 from shared.observability.health import start_health_server
@@ -27,6 +32,7 @@ def scp_options(settings: Settings) -> ScpOptions:
         dimse_timeout=settings.scp_dimse_timeout,
         network_timeout=settings.scp_network_timeout,
         store_timeout=settings.scp_store_timeout,
+        max_spooled_bytes=spool_limit(settings.max_object_bytes),
     )
 
 
@@ -36,6 +42,10 @@ def start_scp(settings: Settings, resources: Resources) -> StorageSCP:
     if settings.scp_spool_dir is not None:
         settings.scp_spool_dir.mkdir(parents=True, exist_ok=True)
         tempfile.tempdir = str(settings.scp_spool_dir)
+        stale = remove_stale_spool_files(settings.scp_spool_dir)
+        if stale:
+            log.warning("half-received data sets of a previous run deleted",
+                        extra=log_fields(count=stale))
     ingest = Ingest(resources.store, resources.buckets, resources.broker, resources.index.index,
                     max_object_bytes=settings.max_object_bytes)
     scp = StorageSCP(ingest, asyncio.get_running_loop(), settings.scp_ae_title,

@@ -23,7 +23,7 @@ LIMITS = [
     ("scp_max_associations", "associations open at once; one more is rejected "
      "(A-ASSOCIATE-RJ, transient, local limit exceeded), further connections are closed"),
     ("scp_max_pdu_size", "bytes: Maximum Length Received in the A-ASSOCIATE-AC "
-     "(largest P-DATA PDU accepted; 0: no limit)"),
+     "(0: no limit); a peer sending a longer P-DATA PDU is cut off before it is read"),
     ("scp_acse_timeout", "seconds: waiting for the A-ASSOCIATE-RQ after the connection "
      "opens, and for the release (ARTIM timer)"),
     ("scp_dimse_timeout", "seconds: waiting for a DIMSE message the SCP expects"),
@@ -31,7 +31,8 @@ LIMITS = [
     ("scp_store_timeout", "seconds: a C-STORE waits this long for its object to be stored "
      "and announced, then answers A700 and keeps nothing of it"),
     ("max_object_bytes", "bytes: the largest object accepted; a larger one is refused "
-     "unread (C000)"),
+     "unread (C000); one growing beyond it by more than 1 % and 1 MiB while it is received "
+     "is cut off (the association is aborted) and nothing of it is kept"),
 ]
 
 

@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import ipaddress
 import logging
+import os
 import socket
 import struct
 from collections.abc import Callable, Coroutine
@@ -90,6 +92,26 @@ class ScpOptions:
     dimse_timeout: float = 30.0
     network_timeout: float = 60.0
     store_timeout: float = 60.0
+    # A data set growing beyond this while it is received is cut off (None: no limit);
+    # one within it but over the largest object is refused whole, with its reason.
+    max_spooled_bytes: int | None = None
+
+
+def spool_limit(max_object_bytes: int) -> int:
+    """How large a data set may grow while it is received before the association is cut
+    off: the largest object with room for its file meta and encoding (1 % and 1 MiB)."""
+    return max_object_bytes + max_object_bytes // 100 + (1 << 20)
+
+
+def remove_stale_spool_files(folder: Path) -> int:
+    """Delete the data sets a previous run left half received in its own spool folder
+    (pynetdicom names them ``tmp*.dcm``); at start no receipt is in flight."""
+    removed = 0
+    for stale in folder.glob("tmp*.dcm"):
+        with contextlib.suppress(OSError):
+            stale.unlink()
+            removed += 1
+    return removed
 
 
 def storage_contexts() -> list[tuple[str, list[str]]]:
@@ -123,20 +145,42 @@ MAX_CONTROL_PDU = 1 << 20
 
 
 class PduTooLong(OSError):
-    """The peer sent a PDU longer than the SCP accepts."""
+    """The peer sent a PDU longer than the SCP accepts, or more data set than the largest
+    object accepted."""
 
 
-def guard_pdu_length(event: evt.Event, max_pdu_size: int) -> None:
-    """Refuse PDUs longer than announced: pynetdicom reads a whole PDU into memory, of
-    whatever length its header claims. A P-DATA-TF PDU longer than the Maximum Length
-    Received of the A-ASSOCIATE-AC (``max_pdu_size``, 0: no limit), or any other PDU
-    longer than :data:`MAX_CONTROL_PDU`, closes the connection (the association is
-    aborted) before its value is read."""
-    assoc_socket = event.assoc.dul.socket
+def _spooled_bytes(assoc: Any) -> int:
+    """Bytes of the data set being received into its temporary file (0 if none)."""
+    message = assoc.dimse.message
+    spool = getattr(message, "_data_set_file", None) if message is not None else None
+    if spool is None or spool.closed:
+        return 0
+    return int(spool.tell())
+
+
+def guard_receipt(event: evt.Event, max_pdu_size: int, max_dataset_bytes: int | None) -> None:
+    """Bound what a peer makes the SCP hold, before it is read.
+
+    pynetdicom reads a whole PDU into memory, of whatever length its header claims, and
+    spools a whole data set to disk, of whatever size. A P-DATA-TF PDU longer than the
+    Maximum Length Received of the A-ASSOCIATE-AC (``max_pdu_size``, 0: no limit), any
+    other PDU longer than :data:`MAX_CONTROL_PDU`, or a data set growing beyond
+    ``max_dataset_bytes`` closes the connection (the association is aborted) before more
+    is read. Whatever the end of the association, a data set it left half received (or
+    received but never handled) is deleted from the spool folder: it holds PHI.
+    """
+    assoc = event.assoc
+    assoc_socket = assoc.dul.socket
     if assoc_socket is None:
         return
     receive: Callable[[int], bytearray] = assoc_socket.recv
     refused: list[str] = []
+
+    def refuse(reason: str, why: str, **fields: object) -> PduTooLong:
+        RECEIVE_FAILURES.labels(reason=reason).inc()
+        log.warning(f"association aborted: {why}", extra=log_fields(**fields))
+        refused.append(why)
+        return PduTooLong(why)
 
     def recv(nr_bytes: int) -> bytearray:
         if refused:  # nothing more is read from this peer
@@ -146,14 +190,40 @@ def guard_pdu_length(event: evt.Event, max_pdu_size: int) -> None:
             pdu_type, _, length = struct.unpack(">BBL", data)
             limit = max_pdu_size if pdu_type == P_DATA_TF else MAX_CONTROL_PDU
             if limit and length > limit:
-                RECEIVE_FAILURES.labels(reason="pdu-too-long").inc()
-                log.warning("association aborted: PDU longer than accepted",
-                            extra=log_fields(pdu_type=pdu_type, length=length, limit=limit))
-                refused.append(f"a PDU of {length} bytes, more than {limit}")
-                raise PduTooLong(refused[0])
+                raise refuse("pdu-too-long", "PDU longer than accepted",
+                             pdu_type=pdu_type, length=length, limit=limit)
+            if (pdu_type == P_DATA_TF and max_dataset_bytes is not None
+                    and _spooled_bytes(assoc) > max_dataset_bytes):
+                raise refuse("too-large", "data set larger than the largest object accepted",
+                             limit=max_dataset_bytes)
         return data
 
     assoc_socket.recv = recv  # type: ignore[method-assign]
+    run = assoc.run
+
+    def run_then_clean_up() -> None:
+        try:
+            run()
+        finally:
+            _remove_spooled(assoc)
+
+    assoc.run = run_then_clean_up  # type: ignore[method-assign]
+
+
+def _remove_spooled(assoc: Any) -> None:
+    """Delete the temporary files of data sets the association will never hand over."""
+    message = assoc.dimse.message
+    spools = [getattr(message, "_data_set_file", None) if message is not None else None]
+    spools += [getattr(primitive, "_dataset_file", None)
+               for _, primitive in list(assoc.dimse.msg_queue.queue)]
+    for spool in spools:
+        if spool is None:
+            continue
+        with contextlib.suppress(OSError, ValueError):
+            spool.close()
+        with contextlib.suppress(OSError):
+            os.unlink(spool.name)
+            log.info("half-received data set deleted from the spool folder")
 
 
 class _AdmittingServer(ThreadedAssociationServer):
@@ -228,7 +298,8 @@ class StorageSCP:
         """Listen in background threads (one per association)."""
         handlers: list[Any] = [
             (evt.EVT_CONN_OPEN, set_nodelay),
-            (evt.EVT_CONN_OPEN, guard_pdu_length, [self.options.max_pdu_size]),
+            (evt.EVT_CONN_OPEN, guard_receipt,
+             [self.options.max_pdu_size, self.options.max_spooled_bytes]),
             (evt.EVT_C_STORE, self._on_store),
             (evt.EVT_C_ECHO, lambda event: SUCCESS),
         ]

@@ -287,6 +287,30 @@ def test_an_object_larger_than_max_object_bytes_is_refused_unread(
     assert store(pipeline, ct_object(rows=64)) == 0x0000  # 8 KB: taken
 
 
+def test_a_data_set_far_over_max_object_bytes_is_cut_off_and_leaves_nothing_in_the_spool(
+    tmp_path: Path, pipeline: Pipeline
+) -> None:
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    (spool / "tmp_left_by_a_crash.dcm").write_bytes(b"PHI of a half-received object")
+    (spool / "notes.txt").write_text("not the SCP's")
+    scp = pipeline.start("scp_ingest", MAX_OBJECT_BYTES="100000", SCP_SPOOL_DIR=str(spool))
+    assert sorted(p.name for p in spool.iterdir()) == ["notes.txt"]  # cleared at start
+    assoc = associate(pipeline)
+    assert assoc.is_established
+    status = assoc.send_c_store(ct_object(rows=1024))  # 2 MiB: far beyond the limit
+    assert "Status" not in status  # cut off before the data set was all received
+    deadline = time.monotonic() + 5
+    while assoc.is_established and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not assoc.is_established
+    time.sleep(0.5)
+    assert sorted(p.name for p in spool.iterdir()) == ["notes.txt"]
+    assert pipeline.keys(pipeline.buckets.incoming) == []
+    assert "data set larger than the largest object accepted" in scp.log.read_text()
+    assert store(pipeline, ct_object(rows=64)) == 0x0000
+
+
 # ---- admission: hosts, associations, PDU size, timeouts --------------------------------
 
 
