@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from pydicom.dataset import Dataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 from pynetdicom import AE, evt
 from pynetdicom import _config as pynetdicom_config
 from pynetdicom.association import Association
@@ -27,6 +27,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from shared.messaging import RabbitBroker
 from shared.messaging.topology import ANONYMIZE, Topology
 from tests import synth
+from tests.handmade import nested_file
 from tests.pipeline_support import Pipeline
 
 pytestmark = pytest.mark.integration
@@ -183,26 +184,8 @@ def echoscu(pipeline: Pipeline) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _ui(group: int, element: int, uid: str) -> bytes:
-    value = uid.encode() + (b"\0" if len(uid) % 2 else b"")
-    return struct.pack("<HH2sH", group, element, b"UI", len(value)) + value
-
-
 def nested_object(path: Path, depth: int) -> Path:
-    """A CT Image object whose Content Sequence nests ``depth`` levels deep, written by
-    hand (undefined-length sequences and items): pydicom would recurse into it."""
-    instance = str(generate_uid())
-    meta = _ui(0x0002, 0x0002, CTImageStorage) + _ui(0x0002, 0x0003, instance) + _ui(
-        0x0002, 0x0010, ExplicitVRLittleEndian)
-    group_length = struct.pack("<HH2sHL", 0x0002, 0x0000, b"UL", 4, len(meta))
-    flat = (_ui(0x0008, 0x0016, CTImageStorage) + _ui(0x0008, 0x0018, instance)
-            + _ui(0x0020, 0x000D, str(generate_uid())) + _ui(0x0020, 0x000E, str(generate_uid())))
-    sequence = b"\x40\x00\x30\xa7SQ\x00\x00\xff\xff\xff\xff"
-    item = b"\xfe\xff\x00\xe0\xff\xff\xff\xff"
-    item_end = b"\xfe\xff\x0d\xe0\x00\x00\x00\x00"
-    sequence_end = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
-    nested = (sequence + item) * depth + (item_end + sequence_end) * depth
-    path.write_bytes(b"\0" * 128 + b"DICM" + group_length + meta + flat + nested)
+    path.write_bytes(nested_file(depth))
     return path
 
 
