@@ -32,8 +32,9 @@ from shared.storage import Buckets, ObjectNotFound, ObjectStore
 log = logging.getLogger(__name__)
 
 # Keys the ingest gives received objects: sha256(SOP Instance UID), then a receipt suffix
-# (shared.ingest.object_key).
-_RECEIVED_KEY = re.compile(r"[0-9a-f]{2}/(?P<digest>[0-9a-f]{64})\.[0-9a-f]+\.dcm")
+# (shared.ingest.object_key); released from quarantine, they are prefixed "released/".
+_RECEIVED_KEY = re.compile(
+    r"(?:released/)?[0-9a-f]{2}/(?P<digest>[0-9a-f]{64})\.[0-9a-f]+\.dcm")
 _BATCH = 1000
 
 
@@ -79,9 +80,12 @@ async def _uid_digest(store: ObjectStore, bucket: str, key: str) -> str | None:
     return hashlib.sha256(uid.encode("ascii", "replace")).hexdigest() if uid else None
 
 
-async def unprocessed_keys(store: ObjectStore, buckets: Buckets, index: PhiIndex) -> Backlog:
-    """Sort the incoming bucket into processed and unprocessed objects (see the module)."""
-    keys = await store.list_keys(buckets.incoming)
+async def unprocessed_keys(
+    store: ObjectStore, buckets: Buckets, index: PhiIndex, prefix: str = ""
+) -> Backlog:
+    """Sort the incoming bucket (the keys starting with ``prefix``) into processed and
+    unprocessed objects (see the module)."""
+    keys = await store.list_keys(buckets.incoming, prefix)
     processed: dict[str, datetime] = {}
     unprocessed: list[str] = []
     for start in range(0, len(keys), _BATCH):

@@ -150,6 +150,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("conformance", help="print the Storage SCP's conformance statement")
 
+    quarantine = commands.add_parser(
+        "quarantine", help="list, release or purge quarantined objects (they hold PHI)")
+    quarantine.add_argument("--data-dir", type=Path, help="an embedded system's data folder")
+    actions = quarantine.add_subparsers(dest="action", required=True)
+    listing = actions.add_parser("list", help="key, stage, reason code, reason, date")
+    listing.add_argument("--json", action="store_true", help="as JSON lines")
+    release = actions.add_parser("release", help="send an object back through the pipeline")
+    release.add_argument("key", metavar="KEY")
+    purge = actions.add_parser("purge", help="delete quarantined copies and records")
+    purge.add_argument("--older-than", type=float, metavar="DAYS",
+                       help="only those quarantined more than DAYS days ago")
+
     redrive = commands.add_parser(
         "redrive", help="move dead letters back to their queue (RabbitMQ at AMQP_URL)")
     redrive.add_argument("queue", nargs="?", choices=WORK_QUEUES, metavar="QUEUE",
@@ -255,6 +267,47 @@ def _run_status(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _run_quarantine(args: argparse.Namespace, settings: Settings) -> int:
+    from shared import quarantine
+
+    if args.data_dir is not None:
+        settings = settings.model_copy(update={"data_dir": args.data_dir})
+
+    async def act() -> int:
+        async with quarantine.operator(settings) as system:
+            if args.action == "list":
+                for entry in await quarantine.list_quarantined(system.index):
+                    when = entry.quarantined_at.isoformat(timespec="seconds")
+                    if args.json:
+                        print(json.dumps({"key": entry.key, "stage": entry.stage,
+                                          "reason_code": entry.reason_code,
+                                          "reason": entry.reason, "date": when}))
+                    else:
+                        print(f"{entry.key}\t{entry.stage}\t{entry.reason_code}\t"
+                              f"{entry.reason}\t{when}")
+                return 0
+            if args.action == "release":
+                target = await quarantine.release(system.store, system.buckets, system.index,
+                                                  system.broker, args.key)
+                where = ("announced" if system.broker is not None else
+                         "anon serve announces it (within seconds, or when it starts)")
+                print(f"released {args.key} as {target}; {where}")
+                return 0
+            purged = await quarantine.purge(system.store, system.buckets, system.index,
+                                            args.older_than)
+            print(f"purged {purged} quarantined objects")
+            return 0
+
+    try:
+        return asyncio.run(act())
+    except quarantine.NotQuarantined as exc:
+        print(f"anon quarantine: {exc}", file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        print(f"anon quarantine: {exc}", file=sys.stderr)
+        return 2
+
+
 def _run_redrive(args: argparse.Namespace, settings: Settings) -> int:
     from shared.messaging import BrokerError
     from shared.recovery import RedriveUnavailable, redrive
@@ -296,6 +349,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_status(args, settings)
         if args.command == "rt-batch":
             return rt_batch.run(args, settings)
+        if args.command == "quarantine":
+            return _run_quarantine(args, settings)
         if args.command == "redrive":
             return _run_redrive(args, settings)
         if args.command == "conformance":

@@ -4,7 +4,8 @@ In-process queues, objects in ``DATA_DIR/objects``, the embedded PostgreSQL (or
 ``DATABASE_URL``), the Storage SCP, the anonymizer workers and the relinker, with the
 health endpoints. The queues live in the process, so at start every received object that
 was neither de-identified nor quarantined (answered Success before a stop or a crash) is
-announced again; received objects past their retention are deleted at start and hourly.
+announced again; received objects past their retention are deleted at start and hourly;
+objects released from quarantine are announced within seconds.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from services.scp_ingest.app import start_scp
 from shared.config import Settings
 from shared.messaging.topology import ANONYMIZE, RELINK
 from shared.observability.health import start_health_server
+from shared.quarantine import RELEASED_PREFIX, watch_released
 from shared.recovery import announce_unprocessed, announce_unrelinked, sweep_periodically
 from shared.runtime import open_resources, pseudonymizer_from, wait_for_signal
 
@@ -46,6 +48,11 @@ async def serve(settings: Settings) -> None:
         sweeping = asyncio.create_task(sweep_periodically(
             resources.store, resources.buckets, resources.index.index,
             embedded.incoming_retention_days))
+        # Objects released from quarantine by `anon quarantine release` while running.
+        released = {k for k in backlog.unprocessed if k.startswith(RELEASED_PREFIX)}
+        watching = asyncio.create_task(watch_released(
+            resources.store, resources.buckets, resources.broker, resources.index.index,
+            released))
         scp = start_scp(embedded, resources)
         health = await start_health_server(embedded.health_host, embedded.health_port,
                                            resources.checks())
@@ -54,9 +61,10 @@ async def serve(settings: Settings) -> None:
               f"health on port {embedded.health_port}; "
               f"{len(backlog.unprocessed)} received objects announced again", flush=True)
         await wait_for_signal()
-        sweeping.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sweeping
+        for task in (sweeping, watching):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         scp.stop()
         await scp.ingest.drain()
         await consumer.cancel()
