@@ -8,6 +8,8 @@ process each, so one figure never carries over into the next:
 - ``worker``: the anonymizer worker's path for one message: the object is in the
   incoming bucket of a local object store, and ``AnonymizerWorker.handle`` reads it,
   pseudonymizes it with the PHI index and puts the result into the de-identified bucket.
+- ``worker-s3``: the same with the S3 store, against moto's S3 server (``moto_server``,
+  another process) as deployed workers use MinIO.
 - ``deidentify``: ``anon deidentify FILE --out DIR --jobs 1`` in the process.
 
 Each process reports its peak resident set size (``ru_maxrss``), the peak before the object
@@ -25,6 +27,7 @@ import json
 import os
 import resource
 import shutil
+import socket
 import struct
 import subprocess
 import sys
@@ -70,17 +73,20 @@ def build_object(path: Path, size_mib: int) -> int:
 # -- the measured processes ---------------------------------------------------------------
 
 
-async def _worker_run(source: Path, folder: Path, url: str) -> dict[str, Any]:
+async def _worker_run(source: Path, folder: Path, url: str, s3: str) -> dict[str, Any]:
     from services.anonymizer_worker.worker import AnonymizerWorker
     from shared.deid.profile import build_profile
     from shared.index.connect import open_index
     from shared.index.pseudonymizer import Pseudonymizer
     from shared.messaging import MemoryBroker, Message
     from shared.messaging.topology import Topology
-    from shared.storage import Buckets, LocalStore
+    from shared.storage import Buckets, LocalStore, ObjectStore, S3Store
 
-    store = LocalStore(folder / "objects", fsync=False)
-    buckets = Buckets()
+    # moto takes long to assemble a large multipart upload: a generous read timeout.
+    store: ObjectStore = (S3Store(s3, "bench-key", "bench-secret", read_timeout=600) if s3
+                          else LocalStore(folder / "objects", fsync=False))
+    tag = folder.name.lower().replace("_", "-")
+    buckets = Buckets(f"in-{tag}", f"deid-{tag}", f"quar-{tag}", f"exp-{tag}")
     await store.ensure_buckets(buckets.all())
     opened = await open_index(None, url, max_connections=2)
     broker = MemoryBroker(Topology("bench-", 3))
@@ -100,6 +106,7 @@ async def _worker_run(source: Path, folder: Path, url: str) -> dict[str, Any]:
     finally:
         await broker.close()
         await opened.close()
+        await store.close()
     return {"baseline": baseline, "peak": _peak_bytes(), "seconds": seconds}
 
 
@@ -119,21 +126,21 @@ def _deidentify_run(source: Path, folder: Path, url: str) -> dict[str, Any]:
     return {"baseline": baseline, "peak": _peak_bytes(), "seconds": seconds}
 
 
-def _child(mode: str, source: Path, folder: Path, url: str) -> int:
-    if mode == "worker":
-        found = asyncio.run(_worker_run(source, folder, url))
+def _child(mode: str, source: Path, folder: Path, url: str, s3: str) -> int:
+    if mode.startswith("worker"):
+        found = asyncio.run(_worker_run(source, folder, url, s3 if mode == "worker-s3" else ""))
     else:
         found = _deidentify_run(source, folder, url)
     print(json.dumps(found))
     return 0
 
 
-def _measure(mode: str, source: Path, folder: Path, url: str) -> dict[str, Any]:
+def _measure(mode: str, source: Path, folder: Path, url: str, s3: str) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix=f"{mode}-", dir=folder))
     try:
         done = subprocess.run(
             [sys.executable, "-m", "benchmarks.memory", "--child", mode, str(source),
-             str(work), url],
+             str(work), url, s3],
             capture_output=True, text=True, check=False,
         )
         if done.returncode != 0:
@@ -155,29 +162,55 @@ def _database(folder: Path) -> tuple[str, Path | None]:
     return asyncio.run(prepare_index(data_dir, None, None)).url, data_dir
 
 
+def _moto_server() -> tuple[subprocess.Popen[bytes], str]:
+    """moto's S3 server in a process of its own, and its endpoint."""
+    from tests.s3_server import free_port
+
+    port = free_port()
+    server = subprocess.Popen(
+        [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p",
+         str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return server, f"127.0.0.1:{port}"
+        except OSError:
+            time.sleep(0.2)
+    server.kill()
+    raise RuntimeError("moto_server did not start")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--child"]:
-        mode, source, folder, url = argv[1:5]
-        return _child(mode, Path(source), Path(folder), url)
+        mode, source, folder, url, s3 = argv[1:6]
+        return _child(mode, Path(source), Path(folder), url, s3)
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--sizes", default="200,1024", help="object sizes in MiB")
+    parser.add_argument("--paths", default="worker,worker-s3,deidentify",
+                        help="what to measure (worker, worker-s3, deidentify)")
     parser.add_argument("--folder", type=Path, help="work folder (default: a temporary one)")
     args = parser.parse_args(argv)
+    modes = args.paths.split(",")
     folder = Path(tempfile.mkdtemp(prefix="bench-memory-", dir=args.folder))
     url, embedded = _database(folder)
+    server, s3 = _moto_server() if "worker-s3" in modes else (None, "")
     rows = []
     try:
         for size_mib in (int(s) for s in args.sizes.split(",")):
             source = folder / f"ct-{size_mib}mib.dcm"
             size = build_object(source, size_mib)
-            for mode in ("worker", "deidentify"):
-                found = _measure(mode, source, folder, url)
+            for mode in modes:
+                found = _measure(mode, source, folder, url, s3)
                 extra = found["peak"] - found["baseline"]
                 rows.append((mode, size, found["baseline"], found["peak"], extra / size,
                              found["seconds"]))
             source.unlink()
     finally:
+        if server is not None:
+            server.kill()
+            server.wait()
         if embedded is not None:
             import pgserver
 
