@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -140,6 +141,23 @@ async def purge(
             await store.delete(buckets.quarantine, key)
             purged += 1
     return purged
+
+
+def purge_folders(data_dir: Path, older_than_days: float | None = None) -> int:
+    """Delete the quarantine folders ``anon deidentify`` leaves in ``DATA_DIR/quarantine``
+    (copies of rejected files, PHI), all or those last written more than the given days
+    ago; the number deleted."""
+    root = data_dir / "quarantine"
+    limit = _limit(older_than_days)
+    removed = 0
+    for folder in sorted(root.iterdir()) if root.is_dir() else []:
+        if not folder.is_dir() or folder.is_symlink():
+            continue
+        written = datetime.fromtimestamp(folder.stat().st_mtime, UTC)
+        if limit is None or written <= limit:
+            shutil.rmtree(folder)
+            removed += 1
+    return removed
 
 
 async def announce_released(

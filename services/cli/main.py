@@ -295,7 +295,9 @@ def _run_quarantine(args: argparse.Namespace, settings: Settings) -> int:
                 return 0
             purged = await quarantine.purge(system.store, system.buckets, system.index,
                                             args.older_than)
-            print(f"purged {purged} quarantined objects")
+            folders = quarantine.purge_folders(settings.data_dir, args.older_than)
+            print(f"purged {purged} quarantined objects and {folders} quarantine folders "
+                  "of anon deidentify")
             return 0
 
     try:

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -182,8 +183,16 @@ def test_anon_quarantine_lists_releases_and_purges(tmp_path: Path, database_url:
 
     asyncio.run(deidentify_released())
 
+    # anon deidentify's own quarantine folders (copies of rejected files) go too.
+    old_run, new_run = data / "quarantine" / "20260101-000000", data / "quarantine" / "now"
+    for folder in (old_run, new_run):
+        folder.mkdir(parents=True)
+        (folder / "rejected.csv").write_text("file,reason\n")
+    os.utime(old_run, (time.time() - 3 * 86400, time.time() - 3 * 86400))
     purged = _anon(env, "quarantine", "--data-dir", str(data), "purge", "--older-than", "1")
     assert purged.returncode == 0 and "purged 0 " in purged.stdout
+    assert "and 1 quarantine folders" in purged.stdout
+    assert not old_run.exists() and new_run.exists()
 
     async def age() -> None:
         connection = await asyncpg.connect(database_url)
