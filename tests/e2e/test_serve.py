@@ -190,3 +190,56 @@ def test_objects_acknowledged_before_a_kill_are_deidentified_once_after_restart(
     assert second.process.returncode == 0
     print(f"killed with {at_kill['deidentified']} of {total} de-identified, "
           f"{waiting} waiting in the incoming folder")
+
+
+def test_an_object_released_from_quarantine_goes_through_a_running_serve(
+    tmp_path: Path, database_url: str
+) -> None:
+    """An SR refused by the default switch; serve restarted accepting SRs; `anon quarantine
+    release` while it runs: the object is de-identified within seconds."""
+    from tests import synth
+
+    folder = tmp_path / "sr"
+    folder.mkdir()
+    synth.write(synth.make_sr(), folder / "sr.dcm")
+    data, port = tmp_path / "d", free_port()
+    env = {**{k: v for k, v in os.environ.items() if k not in ("AMQP_URL", "S3_ENDPOINT")},
+           "DATABASE_URL": database_url}
+
+    def quarantine(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "services.cli", "quarantine", "--data-dir", str(data),
+             *args], capture_output=True, text=True, env=env, timeout=60)
+
+    first = _serve_on(tmp_path, data, port, database_url, "serve-1")
+    try:
+        first.wait_ready(timeout=90)
+        sent = subprocess.run(
+            [str(STORESCU), "-aec", "ANONSCP", "+sd", "+r", "+sp", "*.dcm", "127.0.0.1",
+             str(port), str(folder)], capture_output=True, text=True, timeout=60,
+            env={**os.environ, "TCP_NODELAY": "1"})
+        assert sent.returncode == 0, sent.stderr[-800:]
+        deadline = time.monotonic() + 30
+        while _index_counts(database_url)["quarantined"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        first.stop()
+    listed = quarantine("list", "--json")
+    [entry] = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert (entry["stage"], entry["reason_code"]) == ("deidentify", "filtered"), entry
+    second = _serve_on(tmp_path, data, port, database_url, "serve-2",
+                       ACCEPT_STRUCTURED_REPORTS="true")
+    try:
+        second.wait_ready(timeout=90)
+        released = quarantine("release", entry["key"])
+        assert released.returncode == 0, released.stderr
+        deadline = time.monotonic() + 30
+        while _index_counts(database_url)["deidentified"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _index_counts(database_url)["deidentified"] == 1
+        assert quarantine("list").stdout == ""
+        time.sleep(0.5)
+        assert list((data / "objects" / "incoming").rglob("*.dcm")) == []
+        assert list((data / "objects" / "quarantine").rglob("*.dcm")) == []
+    finally:
+        second.stop()
