@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import queue
 import socket
 import struct
 import subprocess
@@ -39,9 +40,9 @@ ECHOSCU = Path("/usr/bin/echoscu")
 
 
 class SlowProxy:
-    """A TCP proxy in front of the S3 server whose answers can be held back: the request
-    reaches the server at once (the object is stored), its response arrives ``delay``
-    seconds later, as from an overloaded object store."""
+    """A TCP proxy in front of a server (S3, RabbitMQ) whose answers can be held back: a
+    request reaches the server at once (the object is stored, the message queued), its
+    response arrives ``delay`` seconds later, as from an overloaded server."""
 
     def __init__(self, upstream: str) -> None:
         host, _, port = upstream.removeprefix("http://").partition(":")
@@ -63,24 +64,48 @@ class SlowProxy:
             except OSError:
                 return
             server = socket.create_connection(self.upstream)
-            threading.Thread(target=self._pump, args=(client, server, False), daemon=True).start()
-            threading.Thread(target=self._pump, args=(server, client, True), daemon=True).start()
+            held: queue.Queue[tuple[float, bytes]] = queue.Queue()
+            threading.Thread(target=self._pump, args=(client, server, None), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, held), daemon=True).start()
+            threading.Thread(target=self._release, args=(held, client), daemon=True).start()
 
-    def _pump(self, source: socket.socket, target: socket.socket, answers: bool) -> None:
-        last = 0.0
+    def _pump(self, source: socket.socket, target: socket.socket,
+              held: queue.Queue[tuple[float, bytes]] | None) -> None:
+        """Forward requests at once; put answers on ``held`` with the time they are due."""
         try:
             while chunk := source.recv(65536):
-                if answers and self.delay and time.monotonic() - last > 0.2:
-                    time.sleep(self.delay)  # hold back each new response
-                last = time.monotonic()
+                if held is None:
+                    target.sendall(chunk)
+                else:
+                    held.put((time.monotonic() + self.delay, chunk))
+        except OSError:
+            pass
+        finally:
+            if held is not None:
+                held.put((0.0, b""))
+            else:
+                self._close(source, target)
+
+    def _release(self, held: queue.Queue[tuple[float, bytes]], target: socket.socket) -> None:
+        """Send each answer when it is due (in order: latency, not lost bandwidth)."""
+        try:
+            while True:
+                due, chunk = held.get()
+                if not chunk:
+                    break
+                time.sleep(max(0.0, due - time.monotonic()))
                 target.sendall(chunk)
         except OSError:
             pass
         finally:
-            for end in (source, target):
-                with contextlib.suppress(OSError):
-                    end.shutdown(socket.SHUT_RDWR)
-                end.close()
+            self._close(target)
+
+    @staticmethod
+    def _close(*ends: socket.socket) -> None:
+        for end in ends:
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+            end.close()
 
     def close(self) -> None:
         self._closed = True
@@ -90,6 +115,16 @@ class SlowProxy:
 @pytest.fixture
 def slow_s3(pipeline: Pipeline) -> Iterator[SlowProxy]:
     proxy = SlowProxy(pipeline.s3.endpoint)
+    try:
+        yield proxy
+    finally:
+        proxy.close()
+
+
+@pytest.fixture
+def slow_amqp(pipeline: Pipeline) -> Iterator[SlowProxy]:
+    host_port = pipeline.amqp_url.rsplit("@", 1)[-1].split("/", 1)[0]
+    proxy = SlowProxy(host_port)
     try:
         yield proxy
     finally:
@@ -228,6 +263,26 @@ def test_a_timed_out_receipt_keeps_and_announces_nothing_and_a_retry_gives_one_o
     assert pipeline.counts()["received"] == 0
     slow_s3.delay = 0.0
     assert store(pipeline, dataset) == 0x0000  # the sender retries
+    time.sleep(1)
+    assert len(pipeline.keys(pipeline.buckets.incoming)) == 1
+    assert queued(pipeline) == 1
+
+
+def test_a_receipt_already_announcing_when_the_wait_ends_is_answered_by_its_outcome(
+    pipeline: Pipeline, slow_amqp: SlowProxy
+) -> None:
+    """Past its point of no return (the message is being published) a receipt is not
+    abandoned: the SCP waits for the broker's confirmation and answers what happened, so
+    the sender never retries an object that was in fact announced."""
+    pipeline.start("scp_ingest", SCP_STORE_TIMEOUT="1",
+                   AMQP_URL=f"amqp://guest:guest@{slow_amqp.endpoint}/")
+    dataset = ct_object()
+    slow_amqp.delay = 2.5  # the confirmation of the publish comes 2.5 s late
+    started = time.monotonic()
+    status = store(pipeline, dataset)
+    slow_amqp.delay = 0.0
+    assert status == 0x0000, hex(status or 0)
+    assert time.monotonic() - started > 2
     time.sleep(1)
     assert len(pipeline.keys(pipeline.buckets.incoming)) == 1
     assert queued(pipeline) == 1
