@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 from shared.dicom.errors import RejectedObject
 from shared.dicom.parse import parse
@@ -156,7 +156,7 @@ class Ingest:
         self.broker = broker
         self.index = index
         self.max_object_bytes = max_object_bytes
-        self._bookkeeping: set[asyncio.Future[None]] = set()
+        self._bookkeeping: set[asyncio.Future[Any]] = set()
 
     async def receive(
         self, data: bytes, source: str, calling_ae: str = "", receipt: Receipt | None = None
@@ -165,6 +165,7 @@ class Ingest:
         the reason (and are reported as such); raises :class:`IngestFailed` when storage
         or broker cannot take the object, :class:`Abandoned` when ``receipt`` was abandoned
         before it was committed."""
+        self._track_current()
         too_large = self._too_large(len(data))
         if too_large is not None:
             return await self._refuse(fallback_key(data), data, None, too_large, receipt)
@@ -176,6 +177,7 @@ class Ingest:
         """As :meth:`receive` for an object in a file, which is validated through a memory
         map and streamed to storage, never read into memory as a whole. A file larger than
         ``max_object_bytes`` is quarantined unread."""
+        self._track_current()
         size = path.stat().st_size
         too_large = self._too_large(size)
         if too_large is not None:
@@ -268,10 +270,16 @@ class Ingest:
             log.error("stored object of a failed receipt not deleted",
                       extra=log_fields(key=key, error=type(exc).__name__))
 
+    def _track_current(self) -> None:
+        """Let :meth:`drain` wait for the receipt running in the current task."""
+        task = asyncio.current_task()
+        if task is not None and task not in self._bookkeeping:
+            self._track(task)
+
     def _in_background(self, work: Awaitable[None]) -> None:
         self._track(asyncio.ensure_future(work))
 
-    def _track(self, task: asyncio.Future[None]) -> None:
+    def _track(self, task: asyncio.Future[Any]) -> None:
         self._bookkeeping.add(task)
         task.add_done_callback(self._bookkeeping.discard)
 
@@ -282,9 +290,11 @@ class Ingest:
             log.warning("receipt not recorded", extra=log_fields(key=key, error=type(exc).__name__))
 
     async def drain(self) -> None:
-        """Wait for the receipts still being recorded and the deletions still running."""
-        while self._bookkeeping:
-            await asyncio.gather(*self._bookkeeping, return_exceptions=True)
+        """Wait for the receipts in flight, those still being recorded and the deletions
+        still running."""
+        current = asyncio.current_task()
+        while pending := [task for task in self._bookkeeping if task is not current]:
+            await asyncio.gather(*pending, return_exceptions=True)
 
     async def _refuse(
         self, key: str, data: bytes, path: Path | None, exc: RejectedObject,

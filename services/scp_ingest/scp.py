@@ -25,6 +25,7 @@ import logging
 import os
 import socket
 import struct
+import threading
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -293,6 +294,9 @@ class StorageSCP:
         if options.allowed_aets:
             self.ae.require_calling_aet = list(options.allowed_aets)
         self._server: Any = None
+        self._stopping = False
+        self._in_flight = 0
+        self._idle = threading.Condition()
 
     def start(self, host: str, port: int) -> None:
         """Listen in background threads (one per association)."""
@@ -310,9 +314,25 @@ class StorageSCP:
         return int(self._server.server_address[1]) if self._server else 0
 
     def stop(self) -> None:
+        """Stop: no new connection, no new C-STORE (answered A700, nothing kept), the
+        C-STOREs in flight finish and are answered (within the storage wait), then every
+        association still open is aborted. Called on the loop's own thread (which the
+        receipts need), it does not wait: the caller then awaits ``ingest.drain()``."""
+        self._stopping = True
         if self._server is not None:
             self._server.shutdown()
-            self._server = None
+        try:
+            on_loop = asyncio.get_running_loop() is self.loop
+        except RuntimeError:
+            on_loop = False
+        if not on_loop:
+            with self._idle:
+                self._idle.wait_for(lambda: self._in_flight == 0,
+                                    timeout=self.timeout + COMMIT_GRACE_SECONDS)
+            if self._server is not None:
+                for assoc in self._server.active_associations:
+                    assoc.abort()
+        self._server = None
 
     def _run(self, coroutine: Coroutine[Any, Any, T], receipt: Receipt) -> T:
         """Run ``coroutine`` on the loop and wait for it at most ``store_timeout``; then
@@ -333,6 +353,19 @@ class StorageSCP:
             raise
 
     def _on_store(self, event: evt.Event) -> int:
+        with self._idle:
+            if self._stopping:
+                RECEIVE_FAILURES.labels(reason="stopping").inc()
+                return OUT_OF_RESOURCES  # nothing kept: the sender retries once we are back
+            self._in_flight += 1
+        try:
+            return self._store(event)
+        finally:
+            with self._idle:
+                self._in_flight -= 1
+                self._idle.notify_all()
+
+    def _store(self, event: evt.Event) -> int:
         calling = str(event.assoc.requestor.ae_title).strip()
         path = Path(event.dataset_path)
         receipt = Receipt()

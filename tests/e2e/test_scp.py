@@ -288,6 +288,24 @@ def test_a_receipt_already_announcing_when_the_wait_ends_is_answered_by_its_outc
     assert queued(pipeline) == 1
 
 
+def test_a_stop_lets_the_c_store_in_flight_finish_and_its_answer_tells_the_truth(
+    pipeline: Pipeline, slow_s3: SlowProxy
+) -> None:
+    scp = pipeline.start("scp_ingest", S3_ENDPOINT=slow_s3.endpoint, SCP_STORE_TIMEOUT="20")
+    slow_s3.delay = 3.0
+    statuses: list[int | None] = []
+    sender = threading.Thread(target=lambda: statuses.append(store(pipeline, ct_object())))
+    sender.start()
+    time.sleep(1.5)  # the object is being stored
+    scp.stop()  # SIGTERM
+    sender.join(30)
+    slow_s3.delay = 0.0
+    assert scp.process.returncode == 0, scp.log.read_text()[-2000:]
+    assert statuses == [0x0000], statuses
+    assert len(pipeline.keys(pipeline.buckets.incoming)) == 1
+    assert queued(pipeline) == 1
+
+
 # ---- refused objects: Cannot Understand, never Out of Resources ------------------------
 
 
