@@ -407,6 +407,9 @@ class RabbitBroker:
     async def _retry_later(self, incoming: AbstractIncomingMessage, message: Message) -> None:
         """After a counted failure: dead-letter the message if it had its deliveries, else
         publish it to the retry queue of its delay and acknowledge this delivery."""
+        if message.queue not in WORK_QUEUES:  # the dead-letter queue: no retry queues
+            await _settle(incoming.nack(requeue=True), "return", incoming)
+            return
         if message.delivery_count >= self.topology.max_deliveries:
             log.error(
                 "message %s dead-lettered after %d deliveries on %s",
