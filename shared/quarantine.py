@@ -30,6 +30,7 @@ from shared.index.connect import OpenIndex, open_index
 from shared.index.phi_index import PhiIndex
 from shared.messaging import Broker, RabbitBroker
 from shared.messaging.topology import ANONYMIZE
+from shared.recovery import ACCEPT_METADATA, announcement, unprocessed_keys
 from shared.runtime import buckets as buckets_of
 from shared.runtime import topology_from
 from shared.storage import Buckets, ObjectNotFound, ObjectStore, open_store
@@ -82,10 +83,13 @@ def released_key(key: str) -> str:
 
 
 async def release(
-    store: ObjectStore, buckets: Buckets, index: PhiIndex, broker: Broker | None, key: str
+    store: ObjectStore, buckets: Buckets, index: PhiIndex, broker: Broker | None, key: str,
+    *, accept_burned_in_annotation: bool = False,
 ) -> str:
     """Send a quarantined object back through the pipeline (see the module); its new
-    incoming key. NotQuarantined when there is no record or no copy of it."""
+    incoming key. ``accept_burned_in_annotation``: the operator accepts this object's
+    burned-in annotation knowingly (recorded with its instance). NotQuarantined when there
+    is no record or no copy of it."""
     async with index.pool.acquire() as connection:
         row = await connection.fetchrow(
             "SELECT key, stage, reason_code, reason, quarantined_at FROM quarantined_object"
@@ -100,7 +104,10 @@ async def release(
             metadata = await store.metadata(buckets.quarantine, key)
         except ObjectNotFound:
             raise NotQuarantined(f"the quarantine copy of {key} is missing") from None
-        await store.put_file(buckets.incoming, target, copy, {"source": "release"})
+        received = {"source": "release"}
+        if accept_burned_in_annotation:
+            received[ACCEPT_METADATA] = "true"
+        await store.put_file(buckets.incoming, target, copy, received)
         async with index.pool.acquire() as connection:
             await connection.execute("DELETE FROM quarantined_object WHERE key = $1", key)
         await store.delete(buckets.quarantine, key)
@@ -108,7 +115,7 @@ async def release(
             return target
         try:
             await broker.publish(
-                ANONYMIZE, {"bucket": buckets.incoming, "key": target, "source": "release"},
+                ANONYMIZE, await announcement(store, buckets, target, "release"),
                 correlation_id=target.rsplit("/", 1)[-1][:16])
         except Exception:
             # Not announced: put the quarantine back as it was.
@@ -165,15 +172,13 @@ async def announce_released(
 ) -> int:
     """Announce the released objects waiting in the incoming bucket that are not in
     ``announced`` (which is updated) and have no result yet; the number announced."""
-    from shared.recovery import unprocessed_keys
-
     if not await store.list_keys(buckets.incoming, RELEASED_PREFIX):
         return 0
     backlog = await unprocessed_keys(store, buckets, index, RELEASED_PREFIX)
     new = [key for key in backlog.unprocessed if key not in announced]
     for key in new:
         await broker.publish(
-            ANONYMIZE, {"bucket": buckets.incoming, "key": key, "source": "release"},
+            ANONYMIZE, await announcement(store, buckets, key, "release"),
             correlation_id=key.rsplit("/", 1)[-1][:16])
         announced.add(key)
     return len(new)

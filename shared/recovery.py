@@ -97,6 +97,24 @@ async def unprocessed_keys(
     return Backlog(len(keys), processed, unprocessed)
 
 
+ACCEPT_METADATA = "accept-burned-in-annotation"
+
+
+async def announcement(store: ObjectStore, buckets: Buckets, key: str, source: str) -> dict[
+        str, object]:
+    """The anonymize message of an incoming object; an object an operator released with
+    its burned-in annotation accepted (metadata of a ``released/`` key) says so."""
+    body: dict[str, object] = {"bucket": buckets.incoming, "key": key, "source": source}
+    if key.startswith("released/"):
+        try:
+            metadata = await store.metadata(buckets.incoming, key)
+        except ObjectNotFound:
+            metadata = {}
+        if metadata.get(ACCEPT_METADATA) == "true":
+            body["accept_burned_in_annotation"] = True
+    return body
+
+
 async def announce_unprocessed(
     store: ObjectStore, buckets: Buckets, broker: Broker, index: PhiIndex
 ) -> Backlog:
@@ -104,7 +122,7 @@ async def announce_unprocessed(
     backlog = await unprocessed_keys(store, buckets, index)
     for key in backlog.unprocessed:
         await broker.publish(
-            ANONYMIZE, {"bucket": buckets.incoming, "key": key, "source": "recovered"},
+            ANONYMIZE, await announcement(store, buckets, key, "recovered"),
             correlation_id=key.rsplit("/", 1)[-1][:16],
         )
     if backlog.unprocessed:

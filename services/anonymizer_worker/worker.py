@@ -73,7 +73,10 @@ class AnonymizerWorker:
             index = self.pseudonymizer.index
             await index.record_received(key, str(message.body.get("source", "")), "", len(data))
             try:
-                result, record = await self.pseudonymizer.prepare(data)
+                # An operator released this one object knowingly (anon quarantine release).
+                accept = message.body.get("accept_burned_in_annotation") is True
+                result, record = await self.pseudonymizer.prepare(
+                    data, accept_burned_in_annotation=accept)
             except RejectedObject as exc:
                 await self._quarantine(key, data, exc)
                 return

@@ -158,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--json", action="store_true", help="as JSON lines")
     release = actions.add_parser("release", help="send an object back through the pipeline")
     release.add_argument("key", metavar="KEY")
+    release.add_argument("--accept-burned-in-annotation", action="store_true",
+                         help="accept this object's burned-in annotation knowingly "
+                         "(recorded with its instance)")
     purge = actions.add_parser("purge", help="delete quarantined copies and records")
     purge.add_argument("--older-than", type=float, metavar="DAYS",
                        help="only those quarantined more than DAYS days ago")
@@ -287,8 +290,9 @@ def _run_quarantine(args: argparse.Namespace, settings: Settings) -> int:
                               f"{entry.reason}\t{when}")
                 return 0
             if args.action == "release":
-                target = await quarantine.release(system.store, system.buckets, system.index,
-                                                  system.broker, args.key)
+                target = await quarantine.release(
+                    system.store, system.buckets, system.index, system.broker, args.key,
+                    accept_burned_in_annotation=args.accept_burned_in_annotation)
                 where = ("announced" if system.broker is not None else
                          "anon serve announces it (within seconds, or when it starts)")
                 print(f"released {args.key} as {target}; {where}")

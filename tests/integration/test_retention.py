@@ -256,3 +256,48 @@ def test_release_on_the_deployed_system_announces_on_rabbitmq(
                 await cleanup.close()
 
         asyncio.run(delete())
+
+
+def test_a_release_can_accept_burned_in_annotation_for_that_object_only(
+    tmp_path: Path, database_url: str
+) -> None:
+    first, second = synth.make_ct_series(2)
+    for ds in (first, second):
+        ds.BurnedInAnnotation = "YES"
+
+    async def scenario() -> None:
+        async with _system(_settings(database_url, tmp_path / "d")) as system:
+            ingest = Ingest(system.store, system.buckets, system.broker, system.index.index)
+            for ds in (first, second):
+                await ingest.receive(_bytes(ds), "scp")
+            await wait_until(_until(system, "quarantined_object", 2), 30, "both quarantined")
+            index = system.index.index
+            keys = {e.key: e for e in await list_quarantined(index)}
+            accepted_key = object_key_of(keys, str(first.SOPInstanceUID))
+            refused_key = object_key_of(keys, str(second.SOPInstanceUID))
+            await release(system.store, system.buckets, index, None, accepted_key,
+                          accept_burned_in_annotation=True)
+            await release(system.store, system.buckets, index, None, refused_key)
+            announced: set[str] = set()
+            assert await announce_released(system.store, system.buckets, system.broker,
+                                           index, announced) == 2
+            await wait_until(_until(system, "instance", 1), 30, "the accepted one")
+            await wait_until(_until(system, "quarantined_object", 1), 30, "the other again")
+            async with system.index.pool.acquire() as connection:
+                rows = await connection.fetch(
+                    "SELECT original_sop_instance_uid, burned_in_annotation_accepted"
+                    " FROM instance")
+            assert [tuple(r) for r in rows] == [(str(first.SOPInstanceUID), True)]
+            [again] = await list_quarantined(index)
+            assert again.key == "released/" + refused_key
+            await ingest.drain()
+
+    asyncio.run(scenario())
+
+
+def object_key_of(entries: dict[str, object], sop_instance_uid: str) -> str:
+    import hashlib
+
+    digest = hashlib.sha256(sop_instance_uid.encode()).hexdigest()
+    [key] = [k for k in entries if digest in k]
+    return key
