@@ -88,6 +88,16 @@ class Settings(BaseSettings):
     accept_structured_reports: bool = False
     accept_secondary_captures: bool = False
     worker_concurrency: int = Field(default=4, ge=1, le=64)
+    accept_burned_in_annotation: bool = Field(
+        default=False,
+        description="de-identify objects marked Burned In Annotation YES (else quarantined)",
+    )
+
+    # Limits of the reader (MAX_OBJECT_BYTES above applies to every reader too)
+    max_inflated_bytes: int = Field(
+        default=1 << 30, ge=1024, description="largest inflated size of a deflated data set"
+    )
+    max_nesting_depth: int = Field(default=64, ge=1, le=200, description="deepest sequences")
 
     # Operations
     health_host: str = "0.0.0.0"

@@ -121,7 +121,8 @@ def filter_from(settings: Settings) -> ObjectFilter:
         script = FilterScript.parse(Path(settings.filter_path).read_text(encoding="utf-8"))
     return ObjectFilter(script=script,
                         reject_structured_reports=not settings.accept_structured_reports,
-                        reject_secondary_captures=not settings.accept_secondary_captures)
+                        reject_secondary_captures=not settings.accept_secondary_captures,
+                        reject_identifying_pixels=not settings.accept_burned_in_annotation)
 
 
 def pseudonymizer_from(settings: Settings, resources: Resources) -> Pseudonymizer:

@@ -50,3 +50,23 @@ def test_services_refuse_to_start_without_their_backends(
     with pytest.raises(SystemExit) as stopped:
         main()
     assert "missing configuration: DATABASE_URL, AMQP_URL, S3_ENDPOINT" in str(stopped.value)
+
+
+def test_burned_in_annotation_and_reader_limits_come_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from shared.dicom.parse import Limits
+    from shared.runtime import filter_from
+
+    assert filter_from(load_settings()).reject_identifying_pixels
+    monkeypatch.setenv("ACCEPT_BURNED_IN_ANNOTATION", "true")
+    monkeypatch.setenv("MAX_INFLATED_BYTES", "2048")
+    monkeypatch.setenv("MAX_NESTING_DEPTH", "7")
+    settings = load_settings()
+    assert not filter_from(settings).reject_identifying_pixels
+    limits = Limits.from_environment()
+    assert (limits.max_inflated_bytes, limits.max_nesting_depth) == (2048, 7)
+    assert (settings.max_inflated_bytes, settings.max_nesting_depth) == (2048, 7)
+    monkeypatch.setenv("MAX_NESTING_DEPTH", "500")
+    with pytest.raises(ConfigurationError, match="MAX_NESTING_DEPTH"):
+        load_settings()
