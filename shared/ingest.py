@@ -204,7 +204,8 @@ class Ingest:
     ) -> Received:
         started = time.perf_counter()
         try:
-            key = _validate(data)
+            # Reading is CPU work on objects of any size: off the loop that serves the SCP.
+            key = await asyncio.to_thread(_validate, data)
         except RejectedObject as exc:
             return await self._refuse(fallback_key(data), data, path, exc, receipt)
         if receipt is not None and receipt.abandoned:
