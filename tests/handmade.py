@@ -1,10 +1,107 @@
-"""DICOM objects written byte by byte, for the cases pydicom cannot write."""
+"""DICOM bytes written by hand, element by element, for encodings that toolkits tidy
+away: sequences sent as UN, private elements without a VR, group 0002 inside a bare data
+set, nesting thousands deep. Nothing here uses the project's own encoder."""
 
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass, field
 
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+IMPLICIT_LE = "1.2.840.10008.1.2"
+EXPLICIT_LE = "1.2.840.10008.1.2.1"
+DEFLATED_LE = "1.2.840.10008.1.2.1.99"
+UNDEFINED = 0xFFFFFFFF
+_LONG_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"}
+
+
+def _even(value: bytes, pad: bytes = b" ") -> bytes:
+    return value + pad if len(value) % 2 else value
+
+
+def explicit(tag: int, vr: str, value: bytes, length: int | None = None) -> bytes:
+    """One explicit VR little endian element (``length`` overrides the real length)."""
+    value = _even(value, b"\x00" if vr in ("UI", "OB", "UN") else b" ")
+    size = len(value) if length is None else length
+    group, element = tag >> 16, tag & 0xFFFF
+    if vr in _LONG_VRS:
+        return struct.pack("<HH2s2xL", group, element, vr.encode(), size) + value
+    return struct.pack("<HH2sH", group, element, vr.encode(), size) + value
+
+
+def implicit(tag: int, value: bytes, length: int | None = None) -> bytes:
+    """One implicit VR little endian element."""
+    value = _even(value, b"\x00" if value[-1:] == b"\x00" else b" ")
+    size = len(value) if length is None else length
+    return struct.pack("<HHL", tag >> 16, tag & 0xFFFF, size) + value
+
+
+def item(body: bytes, defined: bool = True) -> bytes:
+    """A sequence item (implicit and explicit items have the same header)."""
+    if defined:
+        return struct.pack("<HHL", 0xFFFE, 0xE000, len(body)) + body
+    return (struct.pack("<HHL", 0xFFFE, 0xE000, UNDEFINED) + body
+            + struct.pack("<HHL", 0xFFFE, 0xE00D, 0))
+
+
+def sequence_end() -> bytes:
+    return struct.pack("<HHL", 0xFFFE, 0xE0DD, 0)
+
+
+def un_sequence(tag: int, items: list[bytes], defined: bool = True) -> bytes:
+    """A sequence sent as VR UN, with implicit VR items, as PACS forward unknown ones."""
+    body = b"".join(items)
+    if defined:
+        return explicit(tag, "UN", body)
+    return explicit(tag, "UN", body + sequence_end(), length=UNDEFINED)
+
+
+@dataclass
+class DataSet:
+    """Elements by tag, written in ascending order; explicit or implicit VR LE."""
+
+    explicit_vr: bool = True
+    elements: dict[int, bytes] = field(default_factory=dict)
+
+    def add(self, tag: int, vr: str, value: str | bytes) -> DataSet:
+        raw = value.encode("latin-1") if isinstance(value, str) else value
+        self.elements[tag] = explicit(tag, vr, raw) if self.explicit_vr else implicit(tag, raw)
+        return self
+
+    def raw(self, tag: int, encoded: bytes) -> DataSet:
+        """An element encoded by the caller."""
+        self.elements[tag] = encoded
+        return self
+
+    def encode(self) -> bytes:
+        return b"".join(self.elements[t] for t in sorted(self.elements))
+
+
+def ct(explicit_vr: bool = True, patient_name: str = "Planted^Patient",
+       patient_id: str = "PLANTED-ID-1") -> tuple[DataSet, str]:
+    """A minimal CT data set with the identifiers every object needs; and its SOP UID."""
+    sop = generate_uid()
+    ds = DataSet(explicit_vr)
+    ds.add(0x00080016, "UI", CT_IMAGE_STORAGE).add(0x00080018, "UI", sop)
+    ds.add(0x00080020, "DA", "20200102").add(0x00080060, "CS", "CT")
+    ds.add(0x00100010, "PN", patient_name).add(0x00100020, "LO", patient_id)
+    ds.add(0x0020000D, "UI", generate_uid()).add(0x0020000E, "UI", generate_uid())
+    return ds, sop
+
+
+def part10(dataset: bytes, sop_instance: str, transfer_syntax: str = EXPLICIT_LE,
+           sop_class: str = CT_IMAGE_STORAGE, extra_meta: bytes = b"") -> bytes:
+    """Preamble, DICM and a file meta group around an encoded data set."""
+    body = (explicit(0x00020001, "OB", b"\x00\x01")
+            + explicit(0x00020002, "UI", sop_class.encode())
+            + explicit(0x00020003, "UI", sop_instance.encode())
+            + explicit(0x00020010, "UI", transfer_syntax.encode())
+            + explicit(0x00020012, "UI", b"1.2.3.4")
+            + extra_meta)
+    length = explicit(0x00020000, "UL", struct.pack("<L", len(body)))
+    return b"\x00" * 128 + b"DICM" + length + body + dataset
 
 
 def _ui(group: int, element: int, uid: str) -> bytes:
