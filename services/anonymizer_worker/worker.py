@@ -4,9 +4,12 @@ Fetch the received object, filter and de-identify it (built-in profile or site s
 store the result in the de-identified bucket under patient / study / series / instance,
 record it in the index, announce it on the relink queue, and only then acknowledge.
 Refused objects go to the quarantine bucket with their reason and are acknowledged; any
-other failure returns the message to the queue, and after a bounded number of deliveries
-the broker moves it to the dead-letter queue. Redelivery is harmless: the output key and
-bytes are the same, and the index ignores an instance it already holds.
+other failure sends the message back after a delay that grows with each delivery (while the
+database or the object store is down, consumers pause instead and nothing is counted), and
+after a bounded number of deliveries the broker moves it to the dead-letter queue. Once the
+result is durable the received object (PHI) is deleted, or kept for the retention period.
+Redelivery is harmless: the output key and bytes are the same, and the index counts an
+instance it already holds once.
 """
 
 from __future__ import annotations
