@@ -13,6 +13,7 @@ import io
 import re
 
 import pydicom
+from pydicom.multival import MultiValue
 
 from shared.deid.rules import Kind, RuleSet
 from shared.dicom.parse import UNDEFINED_LENGTH, DicomObject, Item, parse
@@ -21,6 +22,12 @@ from shared.dicom.parse import UNDEFINED_LENGTH, DicomObject, Item, parse
 _TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST",
                        "TM", "UC", "UI", "UR", "UT"})
 
+
+# The longest value of each string VR with a length limit (PS3.5 6.2), in bytes.
+MAX_LENGTH = {"AE": 16, "AS": 4, "CS": 16, "DA": 18, "DS": 16, "DT": 26, "IS": 12, "LO": 64,
+              "PN": 3 * 64 + 2, "SH": 16, "TM": 28, "UI": 64}
+
+_TIME = re.compile(rb"(\d{2}(:?\d{2}(:?\d{2}(\.\d{1,6})?)?)?)?")
 
 # Where a value sits: (tag, VR) of each enclosing sequence, outermost first.
 Path = tuple[tuple[int, str], ...]
@@ -54,7 +61,9 @@ def leaf_values(data: bytes) -> list[Leaf]:
                               value if isinstance(value, bytes) else raw_bytes, path))
                 continue
             try:
-                text = str(element.value)
+                value = element.value
+                text = ("\\".join(str(v) for v in value) if isinstance(value, MultiValue)
+                        else str(value))
             except Exception:
                 found.append((int(tag), element.VR, raw_bytes, path))
                 continue
@@ -127,7 +136,7 @@ def leak(rules: RuleSet, output: bytes, planted: list[bytes], own: set[str]) -> 
     )
     ours: list[Leaf] | None = None
     for value in found:
-        holders = [(tag, vr, path) for tag, vr, raw, path in leaves if value in raw]
+        holders = [(tag, vr, path, raw) for tag, vr, raw, path in leaves if value in raw]
         if not holders:
             # Where pydicom gives up (say inside damaged encapsulated pixel data), the
             # project's reader says where the value is.
@@ -136,22 +145,22 @@ def leak(rules: RuleSet, output: bytes, planted: list[bytes], own: set[str]) -> 
                     ours = reader_leaf_values(output)
                 except Exception:
                     ours = []
-            holders = [(tag, vr, path) for tag, vr, raw, path in ours if value in raw]
+            holders = [(tag, vr, path, raw) for tag, vr, raw, path in ours if value in raw]
         if not holders:
             if multibyte:
                 # Its bytes are part of multi-byte characters of a text (GB18030, ISO 2022
                 # escapes): a reader that honours the character set does not see it.
                 continue
             return "a planted value is in the output outside any element"
-        for tag, vr, path in holders:
-            problem = _misplaced(rules, value, own, tag, vr, path)
+        for tag, vr, path, raw in holders:
+            problem = _misplaced(rules, value, own, tag, vr, path, raw)
             if problem:
                 return problem
     return ""
 
 
 def _misplaced(
-    rules: RuleSet, value: bytes, own: set[str], tag: int, vr: str, path: Path
+    rules: RuleSet, value: bytes, own: set[str], tag: int, vr: str, path: Path, raw: bytes
 ) -> str:
     """Why a planted value must not be where it is, or "" if the rules keep it there."""
     # A sequence the rules copy as it is (CTP: an unscripted sequence) keeps its items.
@@ -162,7 +171,16 @@ def _misplaced(
     if tag >> 16 & 1:
         return f"a planted value is in private element {where}{tag:08X}"
     action = rules.action(tag, vr)
-    if action.kind in (Kind.KEEP, Kind.COPY):
+    if action.kind in (Kind.KEEP, Kind.COPY) or action.describe().startswith("kept"):
+        longest = MAX_LENGTH.get(vr)
+        if longest is not None and any(len(v.strip(b" \x00")) > longest
+                                       for v in raw.split(b"\\")):
+            # A changed length field made a kept value swallow the elements after it.
+            return (f"a planted value is in kept element {where}{tag:08X} {vr}, in a value "
+                    f"longer than {vr} allows ({longest})")
+        if vr == "TM" and not all(_TIME.fullmatch(v.strip(b" \x00")) for v in raw.split(b"\\")):
+            # Times of day are kept; a date (or anything else) under a TM header is not one.
+            return f"a planted value is in kept element {where}{tag:08X} TM, not a time"
         return ""
     if action.describe().startswith("clean") and value.decode("latin-1").casefold() not in own:
         return ""
