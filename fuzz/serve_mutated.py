@@ -37,6 +37,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -597,6 +598,18 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 kept += 1
 
+        log_lines = log_path.read_text(errors="replace").splitlines()
+        problems: Counter[str] = Counter()
+        for line in log_lines:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if entry.get("level") in ("warning", "error", "critical"):
+                # Message ids and counts differ per line; the kind of message is what counts.
+                text = re.sub(r"\b[0-9a-f]{16,}\b|\d+", "#", str(entry.get("message", "")))
+                problems[f"{entry['level']}: {text}"] += 1
+
         first = Counter(m.statuses[0] for m in mutants)
         final = Counter(m.statuses[-1] for m in mutants)
         report = {
@@ -616,6 +629,7 @@ def main(argv: list[str] | None = None) -> int:
             "tables": {"instance": len(tables["instance"]),
                        "quarantined_object": len(tables["quarantined"]),
                        "received_object": len(tables["received"])},
+            "service_log_warnings_and_errors": dict(problems),
             "outputs_with_planted_name_or_id_in_kept_attributes": kept,
             "outputs_leaking_planted_name_or_id": leaks,
             "not_deidentified_nor_quarantined": unaccounted,
