@@ -4,9 +4,13 @@ set, nesting thousands deep. Nothing here uses the project's own encoder."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import struct
 from dataclasses import dataclass, field
 
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
@@ -125,3 +129,60 @@ def nested_file(depth: int) -> bytes:
     sequence_end = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
     nested = (sequence + item) * depth + (item_end + sequence_end) * depth
     return b"\0" * 128 + b"DICM" + group_length + meta + flat + nested
+
+
+def object_in_charset(charset: list[str], name: str, description: str) -> bytes:
+    """A CT object (written by pydicom) whose name and descriptions are in ``charset``."""
+    ds = Dataset()
+    ds.SpecificCharacterSet = charset
+    ds.PatientName = name
+    ds.StudyDescription = description
+    ds.SeriesDescription = description
+    ds.PrescriptionNotes = description  # UT: cleaned like the LO descriptions
+    ds.SOPClassUID = CT_IMAGE_STORAGE
+    ds.SOPInstanceUID = generate_uid()
+    ds.StudyInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.PatientID = "PLANTED-ID-1"
+    ds.Modality = "CT"
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = EXPLICIT_LE
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    data = buffer.getvalue()
+    assert pydicom.dcmread(io.BytesIO(data)).PatientName == name  # written as intended
+    return data
+
+
+# Names in four character sets: Latin-1, UTF-8, and Japanese in ISO 2022 (IR 87 kanji and
+# kana; IR 13 half-width katakana); each with a description that repeats the name.
+CHARSET_NAMES = {
+    "latin-1": (["ISO_IR 100"], "Müller^Jürgen", "Açaí energy scan by Jürgen Müller",
+                "Açaí energy scan by"),
+    "utf-8": (["ISO_IR 192"], "Ωρίων^Δήμητρα", "Açaí energy scan, Δήμητρα Ωρίων",
+              "Açaí energy scan,"),
+    "iso2022-ir87": (["", "ISO 2022 IR 87"], "Yamada^Tarou=山田^太郎=やまだ^たろう",
+                     "Energy scan of 山田 太郎", "Energy scan of"),
+    "iso2022-ir13": (["ISO 2022 IR 13", "ISO 2022 IR 87"], "ﾔﾏﾀﾞ^ﾀﾛｳ=山田^太郎=やまだ^たろう",
+                     "Scan ﾔﾏﾀﾞ ﾀﾛｳ 山田", "Scan"),
+}
+_CODECS = ("latin-1", "utf-8", "iso2022_jp", "shift_jis", "euc_jp", "utf-16-le", "cp932")
+
+
+def encodings_of(text: str) -> set[bytes]:
+    """The text in every codec that can write it (what must not survive)."""
+    found = set()
+    for codec in _CODECS:
+        with contextlib.suppress(UnicodeEncodeError):
+            found.add(text.encode(codec))
+    return found
+
+
+def name_parts(name: str) -> list[str]:
+    """A name's components of two characters or more, every representation."""
+    parts = []
+    for group in name.split("="):
+        parts += [p for p in group.split("^") if len(p) >= 2]
+    return parts

@@ -117,3 +117,30 @@ def test_a_small_deflated_file_that_would_inflate_hugely_is_rejected_with_the_li
     [refused] = rejected(tmp_path / "data")
     assert refused["reason_code"] == "limit-exceeded"
     assert "MAX_INFLATED_BYTES" in refused["reason"]
+
+
+@pytest.mark.parametrize("case", ["latin-1", "utf-8", "iso2022-ir87", "iso2022-ir13"])
+def test_non_ascii_names_leave_no_encoding_in_the_output_and_are_indexed_as_spelled(
+    tmp_path: Path, index_env: str, case: str
+) -> None:
+    charset, name, description, kept = handmade.CHARSET_NAMES[case]
+    _write(tmp_path / "in" / "ct.dcm", handmade.object_in_charset(charset, name, description))
+    assert deidentify([tmp_path / "in"], tmp_path / "out", tmp_path / "data",
+                      "--clean-descriptors") == 0
+    [written] = outputs(tmp_path / "out")
+    data = written.read_bytes()
+    for part in handmade.name_parts(name):
+        for encoded in handmade.encodings_of(part):
+            assert encoded not in data
+    assert str(read(written).SeriesDescription).startswith(kept)
+    assert dcmdump_errors(written) == ""
+
+    async def names() -> list[str]:
+        connection = await asyncpg.connect(index_env)
+        try:
+            return [r[0] for r in await connection.fetch(
+                "SELECT original_patient_name FROM patient")]
+        finally:
+            await connection.close()
+
+    assert asyncio.run(names()) == [name]

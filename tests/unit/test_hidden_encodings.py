@@ -5,7 +5,6 @@ what pydicom reads back from them."""
 
 from __future__ import annotations
 
-import contextlib
 import io
 import tracemalloc
 
@@ -149,69 +148,15 @@ def test_overlay_description_and_label_are_removed_unless_graphics_are_cleaned()
     assert b"Planted" not in cleaned
 
 
-# Names in four character sets: Latin-1, UTF-8, and Japanese in ISO 2022 (IR 87 kanji and
-# kana; IR 13 half-width katakana); each with a description that repeats the name.
-NAMES = {
-    "latin-1": (["ISO_IR 100"], "Müller^Jürgen", "Açaí energy scan by Jürgen Müller",
-                "Açaí energy scan by"),
-    "utf-8": (["ISO_IR 192"], "Ωρίων^Δήμητρα", "Açaí energy scan, Δήμητρα Ωρίων",
-              "Açaí energy scan,"),
-    "iso2022-ir87": (["", "ISO 2022 IR 87"], "Yamada^Tarou=山田^太郎=やまだ^たろう",
-                     "Energy scan of 山田 太郎", "Energy scan of"),
-    "iso2022-ir13": (["ISO 2022 IR 13", "ISO 2022 IR 87"], "ﾔﾏﾀﾞ^ﾀﾛｳ=山田^太郎=やまだ^たろう",
-                     "Scan ﾔﾏﾀﾞ ﾀﾛｳ 山田", "Scan"),
-}
-_CODECS = ("latin-1", "utf-8", "iso2022_jp", "shift_jis", "euc_jp", "utf-16-le", "cp932")
-
-
-def _encodings_of(text: str) -> set[bytes]:
-    found = set()
-    for codec in _CODECS:
-        with contextlib.suppress(UnicodeEncodeError):
-            found.add(text.encode(codec))
-    return found
-
-
-def _parts(name: str) -> list[str]:
-    parts = []
-    for group in name.split("="):
-        parts += [p for p in group.split("^") if len(p) >= 2]
-    return parts
-
-
-def _object_in(charset: list[str], name: str, description: str) -> bytes:
-    ds = Dataset()
-    ds.SpecificCharacterSet = charset
-    ds.PatientName = name
-    ds.StudyDescription = description
-    ds.SeriesDescription = description
-    ds.PrescriptionNotes = description  # UT: cleaned like the LO descriptions
-    ds.SOPClassUID = handmade.CT_IMAGE_STORAGE
-    ds.SOPInstanceUID = pydicom.uid.generate_uid()
-    ds.StudyInstanceUID = pydicom.uid.generate_uid()
-    ds.SeriesInstanceUID = pydicom.uid.generate_uid()
-    ds.PatientID = "PLANTED-ID-1"
-    ds.Modality = "CT"
-    ds.file_meta = pydicom.dataset.FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = handmade.EXPLICIT_LE
-    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    data = buffer.getvalue()
-    assert pydicom.dcmread(io.BytesIO(data)).PatientName == name  # written as intended
-    return data
-
-
-@pytest.mark.parametrize("case", list(NAMES))
+@pytest.mark.parametrize("case", list(handmade.CHARSET_NAMES))
 def test_no_encoding_of_a_non_ascii_name_survives_and_text_is_not_garbled(case: str) -> None:
-    charset, name, description, kept = NAMES[case]
-    data, out = _run(_object_in(charset, name, description),
+    charset, name, description, kept = handmade.CHARSET_NAMES[case]
+    data, out = _run(handmade.object_in_charset(charset, name, description),
                      ProfileOptions(retain_longitudinal_modified_dates=True,
                                     retain_patient_characteristics=True,
                                     clean_descriptors=True))
-    for part in _parts(name):
-        for encoded in _encodings_of(part):
+    for part in handmade.name_parts(name):
+        for encoded in handmade.encodings_of(part):
             assert encoded not in data, f"an encoding of a name part survived ({case})"
     for cleaned in (out.StudyDescription, out.SeriesDescription, out.PrescriptionNotes):
         assert cleaned.startswith(kept)  # the words around the name, not mojibake
@@ -219,8 +164,8 @@ def test_no_encoding_of_a_non_ascii_name_survives_and_text_is_not_garbled(case: 
 
 
 def test_latin_1_description_comes_out_as_it_went_in() -> None:
-    data, out = _run(_object_in(["ISO_IR 100"], "Müller^Jürgen", "Açaí energy scan"),
-                     ProfileOptions(clean_descriptors=True))
+    latin_1 = handmade.object_in_charset(["ISO_IR 100"], "Müller^Jürgen", "Açaí energy scan")
+    data, out = _run(latin_1, ProfileOptions(clean_descriptors=True))
     assert out.StudyDescription == "Açaí energy scan"
     assert "Açaí energy scan".encode("latin-1") in data
 
