@@ -27,6 +27,9 @@ _TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN
 MAX_LENGTH = {"AE": 16, "AS": 4, "CS": 16, "DA": 18, "DS": 16, "DT": 26, "IS": 12, "LO": 64,
               "PN": 3 * 64 + 2, "SH": 16, "TM": 28, "UI": 64}
 
+# File meta elements that repeat a data set element (Media Storage SOP Class and Instance).
+_META_MIRRORS = {0x00020002: 0x00080016, 0x00020003: 0x00080018}
+
 _TIME = re.compile(rb"(\d{2}(:?\d{2}(:?\d{2}(\.\d{1,6})?)?)?)?")
 
 # Where a value sits: (tag, VR) of each enclosing sequence, outermost first.
@@ -70,7 +73,10 @@ def leaf_values(data: bytes) -> list[Leaf]:
             for encoding in ("latin-1", "utf-8"):
                 found.append((int(tag), element.VR, text.encode(encoding, "replace"), path))
 
-    walk(pydicom.dcmread(io.BytesIO(data), force=True), ())
+    ds = pydicom.dcmread(io.BytesIO(data), force=True)
+    walk(ds, ())
+    if ds.file_meta is not None:
+        walk(ds.file_meta, ())
     return found
 
 
@@ -78,7 +84,7 @@ def reader_leaf_values(data: bytes) -> list[Leaf]:
     """As :func:`leaf_values`, located by ``shared.dicom.parse`` (raw value bytes)."""
     obj = parse(data, require_uids=False)
     found: list[Leaf] = []
-    pending: list[tuple[Item, Path]] = [(obj.dataset, ())]
+    pending: list[tuple[Item, Path]] = [(obj.dataset, ()), (obj.meta, ())]
     while pending:
         item, path = pending.pop()
         for element in item.elements.values():
@@ -168,6 +174,10 @@ def _misplaced(
         if not outer_tag >> 16 & 1 and rules.action(outer_tag, outer_vr).kind is Kind.COPY:
             return ""
     where = "".join(f"{t:08X} > " for t, _ in path)
+    if tag >> 16 == 0x0002:
+        if tag not in _META_MIRRORS:
+            return f"a planted value is in the file meta, {tag:08X} {vr}"
+        tag = _META_MIRRORS[tag]  # as the data set element it repeats
     if tag >> 16 & 1:
         return f"a planted value is in private element {where}{tag:08X}"
     action = rules.action(tag, vr)
