@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from pydicom.charset import convert_encodings, decode_bytes
+from pydicom.charset import decode_bytes
 from pydicom.datadict import tag_for_keyword
 
+from shared.dicom import charset
 from shared.dicom.parse import UNDEFINED_LENGTH, DicomObject, Element, Item
 
 _NAMES = Path(__file__).with_name("data") / "ctp_element_names.csv"
@@ -120,10 +121,9 @@ def find(obj: DicomObject, ref: ElementRef, item: Item | None = None) -> Element
 
 
 def encodings(obj: DicomObject) -> list[str]:
-    """Python codecs for the object's Specific Character Set (default repertoire: ASCII)."""
-    terms = obj.get_text(0x00080005)
-    names = [t.strip() for t in terms.split("\\")] if terms else [""]
-    return list(convert_encodings(names))
+    """Python codecs for the object's Specific Character Set (default repertoire; a value
+    that names no known character set is read byte for byte)."""
+    return list(charset.encodings_for(obj.get_text(charset.SPECIFIC_CHARACTER_SET)))
 
 
 def value(obj: DicomObject, element: Element | None, charsets: list[str] | None = None) -> str:

@@ -9,6 +9,7 @@ afresh and follows the data set (Media Storage SOP Instance UID = new SOP Instan
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from shared.deid.context import ObjectContext, Pseudonyms
@@ -27,7 +28,15 @@ from shared.deid.rules import (
 )
 from shared.dicom import encode
 from shared.dicom.errors import Malformed
-from shared.dicom.parse import UNDEFINED_LENGTH, DicomObject, Element, Item, Syntax, parse
+from shared.dicom.parse import (
+    UNDEFINED_LENGTH,
+    DicomObject,
+    Element,
+    Item,
+    Syntax,
+    dictionary_vr,
+    parse,
+)
 from shared.dicom.uids import UidMapper
 
 PATIENT_ID = 0x00100020
@@ -46,6 +55,19 @@ _DUMMY_TEXT_VRS = frozenset({"PN", "ST", "LT", "UT", "UC"})
 _CLEAN_TEXT_VRS = _DUMMY_TEXT_VRS | frozenset({"LO", "SH"})
 DUMMY_TEXT = "ANONYMIZED"
 _FIRST_DATA_SET_GROUP = 0x00030000
+# String VRs, and the bytes that never appear in their text (ESC starts ISO 2022 code
+# extensions; TAB, LF, FF and CR are allowed in ST, LT and UT and harmless elsewhere).
+_STRING_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH",
+                         "ST", "TM", "UC", "UI", "UR", "UT"})
+_NOT_TEXT = re.compile(rb"[\x00-\x08\x0b\x0e-\x1a\x1c-\x1f\x7f]")
+
+
+def _unpadded_end(element: Element, buffer: bytes | memoryview) -> int:
+    """The end of a value without its trailing NUL padding (UI values are NUL padded)."""
+    end = element.value + element.length
+    while end > element.value and buffer[end - 1] == 0:
+        end -= 1
+    return end
 
 
 class NeedsIntegers(Exception):
@@ -250,9 +272,20 @@ class Engine:
                 action = rules.action(tag, element.vr)
             if element.opaque and not (
                 action.kind in (copy, keep) and self._kept_exactly(item, tag, ctx)
+                and dictionary_vr(tag) != "SQ"
             ):
                 # An uninterpretable value may hide anything: no rule can be applied to
-                # what it holds, so it goes unless a rule keeps exactly this element.
+                # what it holds, so it goes unless a rule keeps exactly this element (and
+                # it is not a sequence, whose rule means "apply the rules inside").
+                action = REMOVE
+            elif (
+                element.vr in _STRING_VRS and element.length != UNDEFINED_LENGTH
+                and action.kind is not remove and (action.kind in (copy, keep)
+                                                   or action.code == "C")
+                and _NOT_TEXT.search(buf, element.value, _unpadded_end(element, buf))
+            ):
+                # Control bytes in a string value: not text, but most likely the elements
+                # after it swallowed by a wrong length; nothing of it can be kept.
                 action = REMOVE
             kind = action.kind
             if kind is copy or (kind is keep and element.items is None and (

@@ -168,7 +168,25 @@ PSEUDO_ACCESSION = Replace(
     "P", "accession pseudonym from the PHI index",
     lambda ctx, e: ctx.pseudonyms.accession_number if ctx.text(e) else "",
 )
-KEEP_TIME = Replace("C", "kept (times of day are not shifted)", lambda ctx, e: ctx.text(e))
+# HH[MM[SS[.F{1,6}]]], the ACR-NEMA form HH:MM:SS, and a range of two (PS3.5 6.2).
+_TIME = re.compile(
+    r"(?:[01]\d|2[0-3])(?::?[0-5]\d(?::?(?:[0-5]\d|60)(?:\.\d{1,6})?)?)?"
+)
+
+
+def _keep_time(ctx: ObjectContext, element: Element) -> str:
+    """A time of day as it is; anything else under a TM tag (a date-time, another
+    element's bytes) is not a time and is emptied."""
+    value = ctx.text(element)
+    for part in value.split("\\"):
+        for bound in part.strip(" \x00").split("-") if "-" in part else [part.strip(" \x00")]:
+            if bound and not _TIME.fullmatch(bound):
+                return ""
+    return value
+
+
+KEEP_TIME = Replace("C", "kept if a time of day (times are not shifted), else emptied",
+                    _keep_time)
 
 
 # Changes with the rules this module adds to the tables, so that objects de-identified by
@@ -273,6 +291,7 @@ def build_profile(options: ProfileOptions | None = None) -> RuleSet:
     if options.retain_longitudinal_modified_dates:
         rules.by_vr["DA"] = SHIFT_DATES
         rules.by_vr["DT"] = SHIFT_DATES
+    rules.by_vr["TM"] = KEEP_TIME
     rules.by_tag[PATIENT_NAME] = PSEUDO_PATIENT_NAME
     rules.by_tag[PATIENT_ID] = PSEUDO_PATIENT_ID
     rules.by_tag[ACCESSION_NUMBER] = PSEUDO_ACCESSION

@@ -571,3 +571,7 @@ def check_required_uids(obj: DicomObject) -> None:
         value = obj.get_text(tag)
         if not value:
             raise MissingAttribute(f"{keyword} is missing or empty")
+        if len(value) > 64 or not value.isprintable():
+            # Control bytes in a UID: most likely the elements after it swallowed by a
+            # wrong length. The UID names the object everywhere: it must be one.
+            raise Malformed(f"{keyword} is not a UID (control bytes or over 64 characters)")

@@ -265,3 +265,55 @@ def test_free_text_comments_the_table_does_not_list_are_removed_or_cleaned() -> 
     assert b"Planted" not in data
     _, cleaned = _run(handmade.part10(ds.encode(), sop), ProfileOptions(clean_descriptors=True))
     assert cleaned.CommentsOnTheScheduledProcedureStep == "Call  at home"
+
+
+def test_a_time_that_is_not_a_time_is_emptied() -> None:
+    ds, sop = handmade.ct()
+    ds.add(0x00080030, "TM", "083000.25")  # Study Time: kept
+    ds.add(0x00080031, "TM", "20190412083000")  # Series Time holding a date-time
+    ds.add(0x00181072, "TM", "10:30:00")  # an ACR-NEMA time: kept
+    data, out = _run(handmade.part10(ds.encode(), sop))
+    assert ACQUISITION_DATE not in data
+    assert out.StudyTime == "083000.25" and out.SeriesTime == ""
+    assert out.RadiopharmaceuticalStartTime == "10:30:00"
+
+
+def test_a_value_whose_length_swallows_the_next_elements_is_not_kept() -> None:
+    ds, sop = handmade.ct()
+    swallowed = explicit(0x00080050, "SH", b"ACC-PLANTED") + explicit(
+        0x00080090, "PN", b"Referring^Planted")
+    ds.raw(0x00080030, explicit(0x00080030, "TM", b"083000") + swallowed)
+    data = ds.encode()
+    # The time's length now covers the two elements after it.
+    start = data.index(b"\x08\x00\x30\x00TM")
+    data = data[:start + 6] + len(b"083000" + swallowed).to_bytes(2, "little") + \
+        data[start + 8:]
+    out_bytes, _ = _run(handmade.part10(data, sop))
+    assert b"PLANTED" not in out_bytes and b"Planted" not in out_bytes
+
+
+def test_an_opaque_sequence_is_removed_even_where_its_rule_is_keep() -> None:
+    ds, sop = handmade.ct()
+    broken = item(implicit(0x00100010, NESTED_NAME))[:-4]
+    ds.raw(0x00081140, explicit(0x00081140, "UN", broken))  # K under Retain UIDs
+    data, _ = _run(handmade.part10(ds.encode(), sop), ProfileOptions(retain_uids=True))
+    assert NESTED_NAME not in data
+
+
+def test_a_sop_instance_uid_with_control_bytes_is_refused() -> None:
+    from shared.dicom.errors import Malformed
+
+    ds, _ = handmade.ct()
+    ds.raw(0x00080018, explicit(0x00080018, "UI", b"1.2.3\x00\x10\x00SH\x08\x00PLANTED"))
+    with pytest.raises(Malformed, match="SOPInstanceUID is not a UID"):
+        parse(handmade.part10(ds.encode(), "1.2.3"))
+
+
+def test_site_scripts_read_values_of_an_object_with_an_unknown_character_set() -> None:
+    from shared.deid.elements import element_ref, encodings, find, value
+
+    ds, sop = handmade.ct()
+    ds.raw(0x00080005, explicit(0x00080005, "CS", b"\\IS\x00\x00R 87"))
+    obj = parse(handmade.part10(ds.encode(), sop))
+    assert encodings(obj) == ["iso8859"]
+    assert value(obj, find(obj, element_ref("PatientName"))) == "Planted^Patient"
