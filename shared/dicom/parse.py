@@ -9,6 +9,7 @@ so truncated or inconsistent files are rejected here rather than half-processed 
 from __future__ import annotations
 
 import os
+import re
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -46,6 +47,8 @@ _RELABELLED = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "
                          "ST", "TM", "UC", "UI", "UT"})
 _LONG_VR_BYTES = frozenset(vr.encode() for vr in LONG_VRS)
 _STRUCTS = {f: struct.Struct(f) for f in ("<HH2sH", ">HH2sH", "<HHL", ">HHL", "<L", ">L")}
+
+_UID = re.compile(r"[0-9]+(?:\.[0-9]+)*")
 
 # Attributes without which an object cannot be placed in the patient/study/series/instance
 # hierarchy nor have its references rewritten (SOP Common and General Study/Series modules).
@@ -491,6 +494,10 @@ def parse(data: bytes, require_uids: bool = True, limits: Limits | None = None) 
         dataset_start = pos
         if pos >= len(data):
             raise Truncated("the file ends after its file meta information")
+        if not _UID.fullmatch(ts_uid):
+            # Not a UID: it cannot name the encoding, nor be written into the output's
+            # file meta. The data set is read as what it is.
+            ts_uid = ""
         if not ts_uid:
             syntax = _guess_bare_syntax(data[pos:])
             ts_uid = _syntax_uid(syntax)

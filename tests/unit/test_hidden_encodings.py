@@ -317,3 +317,11 @@ def test_site_scripts_read_values_of_an_object_with_an_unknown_character_set() -
     obj = parse(handmade.part10(ds.encode(), sop))
     assert encodings(obj) == ["iso8859"]
     assert value(obj, find(obj, element_ref("PatientName"))) == "Planted^Patient"
+
+
+def test_a_transfer_syntax_uid_that_is_no_uid_never_reaches_the_output() -> None:
+    ds, sop = handmade.ct()
+    data = handmade.part10(ds.encode(), sop, transfer_syntax="Planted^Name.2")
+    out, read_back = _run(data)
+    assert b"Planted" not in out
+    assert read_back.file_meta.TransferSyntaxUID == handmade.EXPLICIT_LE
