@@ -384,34 +384,24 @@ class Engine:
         """Items encoded in another syntax (a UN sequence's implicit VR items), written
         again in ``syntax`` element by element, so new items can be appended after them."""
         out: list[bytes | memoryview] = []
-        for item in element.items or ():
-            out.append(encode.item_start(syntax))
-            ctx.items.append(item)
-            try:
-                self._item_reencoded(ctx, item, syntax, out)
-            finally:
-                ctx.items.pop()
-            out.append(encode.item_end(syntax))
+        self._write_reencoded(ctx, element.items or [], syntax, out)
         return [b"".join(out)]
 
-    def _item_reencoded(
-        self, ctx: ObjectContext, item: Item, syntax: Syntax, out: list[bytes | memoryview]
+    def _write_reencoded(
+        self, ctx: ObjectContext, items: list[Item], syntax: Syntax,
+        out: list[bytes | memoryview],
     ) -> None:
-        for tag, element in item.elements.items():
-            if element.items is not None:
-                out.append(encode.sequence_start(tag, "SQ", syntax))
-                for inner in element.items:
-                    out.append(encode.item_start(syntax))
-                    ctx.items.append(inner)
-                    try:
-                        self._item_reencoded(ctx, inner, syntax, out)
-                    finally:
-                        ctx.items.pop()
-                    out.append(encode.item_end(syntax))
-                out.append(encode.sequence_end(syntax))
-            elif element.length != UNDEFINED_LENGTH:
-                vr = "UN" if element.opaque else element.vr
-                out.append(encode.element(tag, vr, bytes(ctx.obj.raw(element)), syntax))
+        for item in items:
+            out.append(encode.item_start(syntax))
+            for tag, element in item.elements.items():
+                if element.items is not None:
+                    out.append(encode.sequence_start(tag, "SQ", syntax))
+                    self._write_reencoded(ctx, element.items, syntax, out)
+                    out.append(encode.sequence_end(syntax))
+                elif element.length != UNDEFINED_LENGTH:
+                    vr = "UN" if element.opaque else element.vr
+                    out.append(encode.element(tag, vr, bytes(ctx.obj.raw(element)), syntax))
+            out.append(encode.item_end(syntax))
 
     def _sequence(
         self,

@@ -325,3 +325,18 @@ def test_a_transfer_syntax_uid_that_is_no_uid_never_reaches_the_output() -> None
     out, read_back = _run(data)
     assert b"Planted" not in out
     assert read_back.file_meta.TransferSyntaxUID == handmade.EXPLICIT_LE
+
+
+def test_method_codes_appended_to_a_sequence_sent_as_un_keep_its_items() -> None:
+    from tests.ctp_support import element as script_element
+    from tests.ctp_support import engine as ctp_engine
+    from tests.ctp_support import xml
+
+    ds, sop = handmade.ct()
+    old_code = item(implicit(0x00080100, b"113101") + implicit(0x00080102, b"DCM ")
+                    + implicit(0x00080104, b"Old"))
+    ds.raw(0x00120064, un_sequence(0x00120064, [old_code]))
+    engine = ctp_engine(xml(script_element("00120064", "113100")))
+    result = engine.deidentify(engine.read(handmade.part10(ds.encode(), sop)), PSEUDONYMS)
+    out = pydicom.dcmread(io.BytesIO(result.data))
+    assert [i.CodeValue for i in out.DeidentificationMethodCodeSequence] == ["113101", "113100"]
