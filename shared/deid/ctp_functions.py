@@ -355,7 +355,7 @@ def _caesar(char: str, shift: int) -> str:
         return chr((ord(char) - 65 + shift) % 26 + 65)
     if "a" <= char <= "z":
         return chr((ord(char) - 97 + shift) % 26 + 97)
-    if char.isdigit():
+    if "0" <= char <= "9":
         return chr((ord(char) - 48 + shift) % 10 + 48)
     return char
 
@@ -364,8 +364,9 @@ def fn_round(e: Evaluation, call: Call) -> str:
     text = e.contents(call.arg(0)).strip()
     if not text:
         return ""
-    digits = "".join(c for c in text if c.isdigit())
-    suffix = "".join(c for c in text if not c.isdigit())
+    # ASCII digits only: int() refuses a superscript digit that str.isdigit() accepts.
+    digits = "".join(c for c in text if "0" <= c <= "9")
+    suffix = "".join(c for c in text if not "0" <= c <= "9")
     width = _int(e.param(call.arg(1)), 0)
     if not digits or width <= 0:
         return e.fail("@round needs a number and a positive width")

@@ -23,6 +23,7 @@ from pydicom.datadict import tag_for_keyword
 
 from shared.dicom import charset
 from shared.dicom.parse import UNDEFINED_LENGTH, DicomObject, Element, Item
+from shared.dicom.values import holds_control_bytes
 
 _NAMES = Path(__file__).with_name("data") / "ctp_element_names.csv"
 _TAG_FORMS = (
@@ -132,8 +133,12 @@ def value(obj: DicomObject, element: Element | None, charsets: list[str] | None 
     backslash; '' for a missing element, a sequence or bulk data."""
     if element is None or element.items is not None or element.length == UNDEFINED_LENGTH:
         return ""
+    if element.opaque:
+        return ""
     vr = element.vr
     raw = obj.raw(element)
+    if vr not in _NUMERIC and holds_control_bytes(raw, 0, len(raw)):
+        return ""  # not text: a script must not carry on what a wrong length swallowed
     code = _NUMERIC.get(vr)
     if code is not None:
         prefix = obj.syntax.prefix

@@ -9,7 +9,6 @@ afresh and follows the data set (Media Storage SOP Instance UID = new SOP Instan
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from shared.deid.context import ObjectContext, Pseudonyms
@@ -38,6 +37,7 @@ from shared.dicom.parse import (
     parse,
 )
 from shared.dicom.uids import UidMapper
+from shared.dicom.values import has_grammar, holds_control_bytes, well_formed
 
 PATIENT_ID = 0x00100020
 ISSUER_OF_PATIENT_ID = 0x00100021
@@ -55,19 +55,8 @@ _DUMMY_TEXT_VRS = frozenset({"PN", "ST", "LT", "UT", "UC"})
 _CLEAN_TEXT_VRS = _DUMMY_TEXT_VRS | frozenset({"LO", "SH"})
 DUMMY_TEXT = "ANONYMIZED"
 _FIRST_DATA_SET_GROUP = 0x00030000
-# String VRs, and the bytes that never appear in their text (ESC starts ISO 2022 code
-# extensions; TAB, LF, FF and CR are allowed in ST, LT and UT and harmless elsewhere).
 _STRING_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH",
                          "ST", "TM", "UC", "UI", "UR", "UT"})
-_NOT_TEXT = re.compile(rb"[\x00-\x08\x0b\x0e-\x1a\x1c-\x1f\x7f]")
-
-
-def _unpadded_end(element: Element, buffer: bytes | memoryview) -> int:
-    """The end of a value without its trailing NUL padding (UI values are NUL padded)."""
-    end = element.value + element.length
-    while end > element.value and buffer[end - 1] == 0:
-        end -= 1
-    return end
 
 
 class NeedsIntegers(Exception):
@@ -224,6 +213,19 @@ class Engine:
             return rules.private_by_creator(tag, creator)
         return None
 
+    @staticmethod
+    def _plausible(action: Action, element: Element, buffer: bytes | memoryview) -> bool:
+        """Whether a string value may go through ``action``: it holds no control bytes
+        (they mean the elements after it were swallowed by a wrong length, and a script
+        appending to it would carry them on), and a value kept as it is matches its VR's
+        grammar (a date is a date, a time a time, a UID a UID)."""
+        start, end = element.value, element.value + element.length
+        if holds_control_bytes(buffer, start, end):
+            return False
+        if (action.kind is Kind.KEEP or action.kind is Kind.COPY) and has_grammar(element.vr):
+            return well_formed(element.vr, buffer, start, end)
+        return True
+
     def _kept_exactly(self, item: Item, tag: int, ctx: ObjectContext) -> bool:
         """Whether a rule names this very element (not a group, VR or default rule)."""
         if tag in self.rules.by_tag:
@@ -280,12 +282,8 @@ class Engine:
                 action = REMOVE
             elif (
                 element.vr in _STRING_VRS and element.length != UNDEFINED_LENGTH
-                and action.kind is not remove and (action.kind in (copy, keep)
-                                                   or action.code == "C")
-                and _NOT_TEXT.search(buf, element.value, _unpadded_end(element, buf))
+                and action.kind is not remove and not self._plausible(action, element, buf)
             ):
-                # Control bytes in a string value: not text, but most likely the elements
-                # after it swallowed by a wrong length; nothing of it can be kept.
                 action = REMOVE
             kind = action.kind
             if kind is copy or (kind is keep and element.items is None and (

@@ -40,6 +40,7 @@ from shared.deid.standard import (
 )
 from shared.dicom.dates import shift_da, shift_dt
 from shared.dicom.parse import UNDEFINED_LENGTH, Element
+from shared.dicom.values import well_formed
 
 PATIENT_NAME = 0x00100010
 PATIENT_ID = 0x00100020
@@ -168,21 +169,11 @@ PSEUDO_ACCESSION = Replace(
     "P", "accession pseudonym from the PHI index",
     lambda ctx, e: ctx.pseudonyms.accession_number if ctx.text(e) else "",
 )
-# HH[MM[SS[.F{1,6}]]], the ACR-NEMA form HH:MM:SS, and a range of two (PS3.5 6.2).
-_TIME = re.compile(
-    r"(?:[01]\d|2[0-3])(?::?[0-5]\d(?::?(?:[0-5]\d|60)(?:\.\d{1,6})?)?)?"
-)
-
-
 def _keep_time(ctx: ObjectContext, element: Element) -> str:
     """A time of day as it is; anything else under a TM tag (a date-time, another
     element's bytes) is not a time and is emptied."""
-    value = ctx.text(element)
-    for part in value.split("\\"):
-        for bound in part.strip(" \x00").split("-") if "-" in part else [part.strip(" \x00")]:
-            if bound and not _TIME.fullmatch(bound):
-                return ""
-    return value
+    raw = ctx.obj.raw(element)
+    return ctx.text(element) if well_formed("TM", raw, 0, len(raw)) else ""
 
 
 KEEP_TIME = Replace("C", "kept if a time of day (times are not shifted), else emptied",

@@ -21,6 +21,7 @@ from pydicom.datadict import (  # type: ignore[attr-defined]
 )
 
 from shared.dicom.errors import LimitExceeded, Malformed, MissingAttribute, NotDicom, Truncated
+from shared.dicom.values import well_formed
 
 UNDEFINED_LENGTH = 0xFFFFFFFF
 ITEM = 0xFFFEE000
@@ -90,7 +91,7 @@ class Limits:
         values: dict[str, int] = {}
         for name in ("max_object_bytes", "max_inflated_bytes", "max_nesting_depth"):
             text = os.environ.get(name.upper(), "").strip()
-            if text.isdigit() and int(text) > 0:
+            if text.isascii() and text.isdigit() and int(text) > 0:
                 values[name] = int(text)
         return cls(**values)
 
@@ -578,7 +579,9 @@ def check_required_uids(obj: DicomObject) -> None:
         value = obj.get_text(tag)
         if not value:
             raise MissingAttribute(f"{keyword} is missing or empty")
-        if len(value) > 64 or not value.isprintable():
-            # Control bytes in a UID: most likely the elements after it swallowed by a
-            # wrong length. The UID names the object everywhere: it must be one.
-            raise Malformed(f"{keyword} is not a UID (control bytes or over 64 characters)")
+        element = obj.dataset.elements[tag]
+        if len(value) > 64 or not well_formed("UI", obj.buffer, element.value,
+                                              element.value + element.length):
+            # Control bytes or names in a UID: most likely the elements after it swallowed
+            # by a wrong length. The UID names the object everywhere: it must be one.
+            raise Malformed(f"{keyword} is not a UID (not digits and dots, or too long)")

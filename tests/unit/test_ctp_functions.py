@@ -834,3 +834,8 @@ def test_a_private_element_is_read_by_group_creator_and_element() -> None:
 def test_a_private_element_of_another_creator_is_not_scripted() -> None:
     out = only(_with_private(), "0009[OTHER]01", "@remove()")
     assert out[0x0009, 0x1001].value == "secret"
+
+
+def test_round_of_an_age_with_a_superscript_digit_reads_only_ascii_digits() -> None:
+    out = only(dataset(PatientAge="04\u00b9Y"), "00101010", "@round(this,5)")
+    assert out.PatientAge == "05\u00b9Y"  # 4 rounds to 5; the superscript is no digit

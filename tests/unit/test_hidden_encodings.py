@@ -340,3 +340,29 @@ def test_method_codes_appended_to_a_sequence_sent_as_un_keep_its_items() -> None
     result = engine.deidentify(engine.read(handmade.part10(ds.encode(), sop)), PSEUDONYMS)
     out = pydicom.dcmread(io.BytesIO(result.data))
     assert [i.CodeValue for i in out.DeidentificationMethodCodeSequence] == ["113101", "113100"]
+
+
+def test_kept_dates_times_and_numbers_that_are_not_are_removed_under_full_dates() -> None:
+    ds, sop = handmade.ct()
+    ds.add(0x00080021, "DA", "Planted")  # Series Date: kept as is with Full Dates
+    ds.add(0x00080031, "TM", "20190412083000")  # Series Time holding a date-time
+    ds.add(0x00181020, "LO", "v1")  # Software Versions: free text, kept
+    ds.add(0x00280030, "DS", "0.5\\0.5")  # Pixel Spacing: a number, kept
+    data, out = _run(handmade.part10(ds.encode(), sop),
+                     ProfileOptions(retain_longitudinal_full_dates=True,
+                                    retain_device_identity=True))
+    assert b"Planted" not in data and ACQUISITION_DATE not in data
+    assert "SeriesDate" not in out and "SeriesTime" not in out
+    assert out.PixelSpacing == [0.5, 0.5] and out.SoftwareVersions == "v1"
+
+
+def test_a_script_appending_to_a_value_that_swallowed_elements_carries_nothing_on() -> None:
+    from tests.ctp_support import element as script_element
+    from tests.ctp_support import engine as ctp_engine
+    from tests.ctp_support import xml
+
+    ds, sop = handmade.ct()
+    ds.raw(0x00120063, explicit(0x00120063, "LO", b"OLD\x00\x10\x10\x00PN\x0e\x00Planted^Name"))
+    engine = ctp_engine(xml(script_element("00120063", "@append(){CTP: DicomAnonymizer}")))
+    result = engine.deidentify(engine.read(handmade.part10(ds.encode(), sop)), PSEUDONYMS)
+    assert b"Planted^Name" not in result.data
