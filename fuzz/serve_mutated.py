@@ -56,6 +56,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 from pynetdicom import AE, evt
 from pynetdicom import _config as pynetdicom_config
+from pynetdicom.association import Association
 from pynetdicom.sop_class import Verification
 
 from fuzz.leaks import leak
@@ -392,7 +393,7 @@ class Sender:
         for abstract, syntax in contexts:
             self.ae.add_requested_context(abstract, syntax)
         self.ae.add_requested_context(Verification)
-        self.assoc = None
+        self.assoc: Association | None = None
         self.associations = 0
 
     @staticmethod
@@ -400,7 +401,7 @@ class Sender:
         meta = meta_values(path.read_bytes())
         return meta[0x00020002], meta[0x00020010]
 
-    def _association(self):  # type: ignore[no-untyped-def]
+    def _association(self) -> Association:
         if self.assoc is None or not self.assoc.is_established:
             self.assoc = self.ae.associate("127.0.0.1", self.port, ae_title=AE_TITLE,
                                            evt_handlers=[(evt.EVT_CONN_OPEN, _nodelay)])
@@ -470,17 +471,27 @@ def _status(url: str, data_dir: Path) -> dict[str, int]:
     return dict(json.loads(completed.stdout))
 
 
+async def _open_receipts(url: str) -> int:
+    """Received objects (each mutant has its own SOP Instance UID, so one row each) with
+    neither an instance nor a quarantine record of the worker yet."""
+    connection = await asyncpg.connect(url)
+    try:
+        return int(await connection.fetchval(
+            "SELECT (SELECT count(*) FROM received_object)"
+            " - (SELECT count(*) FROM instance)"
+            " - (SELECT count(*) FROM quarantined_object WHERE stage <> 'ingest')"))
+    finally:
+        await connection.close()
+
+
 def _settle(url: str, data_dir: Path, timeout: float) -> dict[str, int]:
-    """Wait until every received object has an outcome (or ``timeout``)."""
+    """Wait until every received object has an outcome (or ``timeout``: a message being
+    retried or dead-lettered never gets one)."""
     deadline = time.monotonic() + timeout
-    counts = _status(url, data_dir)
-    while time.monotonic() < deadline:
-        if counts["received"] <= counts["deidentified"] + counts["quarantined"]:
-            time.sleep(2)  # let the last records land
-            return _status(url, data_dir)
+    while time.monotonic() < deadline and asyncio.run(_open_receipts(url)) > 0:
         time.sleep(2)
-        counts = _status(url, data_dir)
-    return counts
+    time.sleep(2)  # let the last records land
+    return _status(url, data_dir)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -488,6 +499,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=1000)
     parser.add_argument("--server", default="postgresql://postgres@127.0.0.1:5432")
     parser.add_argument("--seed", type=int, default=1, help="of the random mutations")
+    parser.add_argument("--settle", type=float, default=180.0,
+                        help="seconds to wait for the last objects' outcomes")
     parser.add_argument("--keep", action="store_true", help="keep the data folder and database")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
@@ -540,7 +553,7 @@ def main(argv: list[str] | None = None) -> int:
         echoes.append(sender.echo())
         sender.close()
         send_seconds = time.monotonic() - started
-        counts = _settle(url, data_dir, timeout=300)
+        counts = _settle(url, data_dir, timeout=args.settle)
         alive = service.poll() is None
         tables = asyncio.run(_tables(url))
 
@@ -574,7 +587,7 @@ def main(argv: list[str] | None = None) -> int:
             elif keys:
                 mutant.outcome = "in quarantine without a quarantined_object row"
             elif mutant.digest in in_incoming:
-                mutant.outcome = "received, no outcome yet"
+                mutant.outcome = "received, no outcome (being retried or dead-lettered)"
             elif mutant.statuses[-1] == "A700" or _retry(mutant.statuses[-1]):
                 mutant.outcome = "not taken (sender told to retry)"
             else:
