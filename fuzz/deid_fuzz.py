@@ -14,6 +14,7 @@ The property:
 
 - the input either de-identifies, or is refused with a ``RejectedObject`` that carries a
   reason; any other exception is a finding;
+- the identifiers the PHI index stores hold no NUL character (PostgreSQL refuses it);
 - the output can be read again by the reader;
 - no output holds a value planted in the seeds (``fuzz.seeds.planted_strings``: the
   synthetic patients' PHI and the root of the original synthetic UIDs), except inside an
@@ -116,6 +117,11 @@ def _run(data: bytes) -> list[Deidentified]:
             raise Finding("a rejection without a reason") from None
         return []
     ident = identity(obj)
+    for name in ident.__slots__:
+        if "\x00" in getattr(ident, name):
+            # The index (PostgreSQL text) cannot store it: the pipeline would retry the
+            # object until it is dead-lettered, anon deidentify would stop.
+            raise Finding(f"{name} holds a NUL character, which the PHI index cannot store")
     patient_key(ident.patient_id, ident.issuer_of_patient_id, ident.study_instance_uid)
     SITE.accession_pseudonym(ident.study_instance_uid, ident.accession_number.strip())
     # The services stop at a refusal of the filter; the engine is fuzzed on the object anyway.
