@@ -573,8 +573,24 @@ def _read_one(reader: _Reader, pos: int, end: int) -> tuple[Item, int]:
     return Item({tag: element}), element.end
 
 
+# Values the PHI index keys patients and studies by (with the required UIDs).
+IDENTIFYING_KEYS = {
+    0x00100020: "PatientID",
+    0x00100021: "IssuerOfPatientID",
+    0x00100010: "PatientName",
+    0x00080020: "StudyDate",
+    0x00080050: "AccessionNumber",
+    0x00080060: "Modality",
+}
+
+
 def check_required_uids(obj: DicomObject) -> None:
-    """Reject objects that lack the UIDs placing them in the DICOM hierarchy."""
+    """Reject objects that lack the UIDs placing them in the DICOM hierarchy, or whose
+    identifying values hold a NUL byte inside (no identifier; the index cannot store it)."""
+    for tag, keyword in IDENTIFYING_KEYS.items():
+        value = obj.get_text(tag)
+        if value and "\x00" in value:
+            raise Malformed(f"{keyword} holds a NUL byte inside its value")
     for tag, keyword in REQUIRED_UIDS.items():
         value = obj.get_text(tag)
         if not value:

@@ -366,3 +366,12 @@ def test_a_script_appending_to_a_value_that_swallowed_elements_carries_nothing_o
     engine = ctp_engine(xml(script_element("00120063", "@append(){CTP: DicomAnonymizer}")))
     result = engine.deidentify(engine.read(handmade.part10(ds.encode(), sop)), PSEUDONYMS)
     assert b"Planted^Name" not in result.data
+
+
+def test_a_patient_id_holding_a_nul_byte_is_refused_with_a_reason() -> None:
+    from shared.dicom.errors import Malformed
+
+    ds, sop = handmade.ct()
+    ds.raw(0x00100020, explicit(0x00100020, "LO", b"PLANTED\x00ID"))
+    with pytest.raises(Malformed, match="PatientID holds a NUL byte"):
+        parse(handmade.part10(ds.encode(), sop))
