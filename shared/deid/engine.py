@@ -286,6 +286,16 @@ class Engine:
             ):
                 action = REMOVE
             kind = action.kind
+            if element.relabelled and kind in (copy, keep) and element.items is None and (
+                plain or element.vr not in _CLEAN_TEXT_VRS
+            ):
+                # Kept, but under the VR it really has: a reader must not see a UID as a
+                # date, nor a date as bytes.
+                if run_start >= 0:
+                    out.append(buf[run_start:run_end])
+                    run_start = -1
+                out.append(encode.element(tag, element.vr, bytes(ctx.obj.raw(element)), syntax))
+                continue
             if kind is copy or (kind is keep and element.items is None and (
                 plain or element.vr not in _CLEAN_TEXT_VRS
             )):

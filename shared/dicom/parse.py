@@ -156,6 +156,9 @@ class Element:
     # tag, that is neither a known VR nor items): it may hide anything, so it is removed
     # unless a rule names exactly this element.
     opaque: bool = False
+    # The VR differs from the one written in the element's explicit header (a UN value of a
+    # known tag, a date sent as LO...): a copy must be written with the right header.
+    relabelled: bool = False
 
 
 @dataclass(slots=True)
@@ -289,23 +292,26 @@ class _Reader:
                     value = pos + 12
                 else:
                     value = pos + 8
+                relabelled = False
                 known = rule_vrs.get(tag)
                 if known is not None and known != vr:
                     if vr in _RELABELLED and known != "SQ":
                         # A date, UID or name sent under another string VR is still one:
                         # the rules acting by VR (shift, map, remove) must see it as such.
-                        vr = known
+                        vr, relabelled = known, True
                     elif vr in ("OB", "OW") and known == "SQ":
                         vr = "UN"  # a sequence sent as bytes: read as UN is (items or not)
             else:
                 vr = dictionary_vr(tag)
                 value = pos + 8
+                relabelled = False
             if tag <= last_tag:
                 raise Malformed(
                     f"element ({group:04X},{elem:04X}) at byte {pos} is out of ascending order"
                 )
             last_tag = tag
             element = Element(tag, vr, pos, value, length, 0)
+            element.relabelled = relabelled
             if length == UNDEFINED_LENGTH:
                 element.end = self._undefined_value(element, end, syntax, depth)
             else:
@@ -362,6 +368,7 @@ class _Reader:
         known = dictionary_vr(tag) if element.vr == "UN" or not syntax.explicit_vr else "UN"
         if known not in ("UN", "SQ"):
             element.vr = known
+            element.relabelled = syntax.explicit_vr
             return
         start, stop = element.value, element.value + element.length
         if element.length == 0:

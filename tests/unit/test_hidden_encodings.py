@@ -375,3 +375,14 @@ def test_a_patient_id_holding_a_nul_byte_is_refused_with_a_reason() -> None:
     ds.raw(0x00100020, explicit(0x00100020, "LO", b"PLANTED\x00ID"))
     with pytest.raises(Malformed, match="PatientID holds a NUL byte"):
         parse(handmade.part10(ds.encode(), sop))
+
+
+def test_a_value_kept_under_another_vr_is_written_with_its_own() -> None:
+    ds, sop = handmade.ct()
+    ds.raw(0x00080022, explicit(0x00080022, "UN", b"20190412"))  # Acquisition Date as UN
+    ds.raw(0x00200052, explicit(0x00200052, "DA", REFERENCED_UID))  # a UID sent as DA
+    data, out = _run(handmade.part10(ds.encode(), sop),
+                     ProfileOptions(retain_uids=True, retain_longitudinal_full_dates=True))
+    assert out["AcquisitionDate"].VR == "DA" and out.AcquisitionDate == "20190412"
+    assert out["FrameOfReferenceUID"].VR == "UI"
+    assert out.FrameOfReferenceUID == REFERENCED_UID.decode()
