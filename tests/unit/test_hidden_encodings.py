@@ -381,7 +381,7 @@ def test_a_value_kept_under_another_vr_is_written_with_its_own() -> None:
     ds, sop = handmade.ct()
     ds.raw(0x00080022, explicit(0x00080022, "UN", b"20190412"))  # Acquisition Date as UN
     ds.raw(0x00200052, explicit(0x00200052, "DA", REFERENCED_UID))  # a UID sent as DA
-    data, out = _run(handmade.part10(ds.encode(), sop),
+    _, out = _run(handmade.part10(ds.encode(), sop),
                      ProfileOptions(retain_uids=True, retain_longitudinal_full_dates=True))
     assert out["AcquisitionDate"].VR == "DA" and out.AcquisitionDate == "20190412"
     assert out["FrameOfReferenceUID"].VR == "UI"
