@@ -23,7 +23,7 @@ from shared.index.connect import open_index
 from shared.index.database import DatabaseUnavailable
 from shared.index.phi_index import SiteConflict
 from shared.messaging.topology import WORK_QUEUES
-from shared.observability.logging import configure_logging
+from shared.observability.logging import configure_logging, quiet_pydicom
 
 _OPTION_FLAGS = {
     "retain_safe_private": "keep the safe private attributes of Table E.3.10-1",
@@ -338,6 +338,7 @@ async def _migrate(data_dir: Path, settings: Settings) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    quiet_pydicom()
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings()

@@ -91,11 +91,12 @@ class ObjectContext:
         return charset.encodings_for(self.obj.text(element))
 
     def text(self, element: Element) -> str:
-        """An element's value as text, decoded with the character set in force."""
-        if element.vr not in charset.TEXT_VRS:
-            return self.obj.text(element)
+        """An element's value as text, decoded with the character set in force ('' for a
+        sequence: its bytes are items, not text)."""
         if element.items is not None or element.length == UNDEFINED_LENGTH:
             return ""
+        if element.vr not in charset.TEXT_VRS:
+            return self.obj.text(element)
         return charset.decode(self.obj.raw(element), element.vr, self.encodings())
 
     def encode(self, value: str, vr: str) -> bytes:

@@ -364,6 +364,10 @@ class Engine:
         tag, vr = element.tag, element.vr
         if value is None:
             return
+        if element.items is not None and isinstance(value, (str, bytes, Typed)):
+            # A value computed for a sequence (a text rule on a tag whose value is items):
+            # neither the items nor a text can go out under it; the element is removed.
+            return
         if isinstance(value, str):
             out.append(encode.element(tag, vr, ctx.encode(value, vr), syntax))
         elif isinstance(value, bytes):

@@ -602,6 +602,8 @@ def check_required_uids(obj: DicomObject) -> None:
         value = obj.get_text(tag)
         if not value:
             raise MissingAttribute(f"{keyword} is missing or empty")
+        if "\\" in value:
+            raise Malformed(f"{keyword} has more than one value")
         element = obj.dataset.elements[tag]
         if len(value) > 64 or not well_formed("UI", obj.buffer, element.value,
                                               element.value + element.length):

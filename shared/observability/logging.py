@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -53,8 +54,16 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     quiet_pynetdicom()
+    quiet_pydicom()
     for noisy in ("aio_pika", "aiormq", "urllib3", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def quiet_pydicom() -> None:
+    """Stop pydicom's warnings, which quote values (an unknown Specific Character Set, an
+    invalid UID), from reaching the logs or the terminal."""
+    logging.getLogger("pydicom").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")
 
 
 def quiet_pynetdicom() -> None:

@@ -386,3 +386,41 @@ def test_a_value_kept_under_another_vr_is_written_with_its_own() -> None:
     assert out["AcquisitionDate"].VR == "DA" and out.AcquisitionDate == "20190412"
     assert out["FrameOfReferenceUID"].VR == "UI"
     assert out.FrameOfReferenceUID == REFERENCED_UID.decode()
+
+
+def test_items_under_a_tag_whose_rule_is_for_text_are_removed() -> None:
+    ds, sop = handmade.ct()
+    inner = item(explicit(0x00081155, "UI", REFERENCED_UID))
+    ds.raw(0x00081030, explicit(0x00081030, "SQ", inner))  # Study Description sent as SQ
+    data, out = _run(handmade.part10(ds.encode(), sop), ProfileOptions(clean_descriptors=True))
+    assert REFERENCED_UID not in data
+    assert "StudyDescription" not in out
+
+
+def test_a_required_uid_with_two_values_is_refused() -> None:
+    from shared.dicom.errors import Malformed
+
+    ds, sop = handmade.ct()
+    ds.add(0x0020000E, "UI", "1.2.3\\1.2.4")
+    with pytest.raises(Malformed, match="SeriesInstanceUID has more than one value"):
+        parse(handmade.part10(ds.encode(), sop))
+
+
+def test_pydicom_warnings_that_quote_values_are_silenced(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import warnings
+
+    from shared.deid.elements import encodings
+    from shared.observability.logging import quiet_pydicom
+
+    ds, sop = handmade.ct()
+    ds.add(0x00080005, "CS", "ISO IR 100")  # pydicom warns, quoting the value
+    ds.add(0x00081030, "LO", "Planted")
+    obj = parse(handmade.part10(ds.encode(), sop))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        quiet_pydicom()
+        encodings(obj)
+    assert not [w for w in caught if "ISO IR 100" in str(w.message)]
+    assert "ISO IR 100" not in capsys.readouterr().err
