@@ -26,11 +26,14 @@ from shared.storage.keys import (
     safe_key,
 )
 from tests import synth
-from tests.helpers import deidentify, outputs, read
+from tests.helpers import deidentify, outputs, read, rejected
 
 pytestmark = pytest.mark.integration
 
 ESCAPING_UID = "../../../../srv/x"
+# A value the reader accepts as a UID (hex digests are seen in the wild) that is still no
+# safe file name: it must become a digest name.
+UNSAFE_NAME_UID = "-1.2.826.0.1.3680043.9.7133.5"
 
 
 def _files(folder: Path) -> set[Path]:
@@ -59,7 +62,7 @@ def test_safe_component_keeps_plain_values_and_digests_the_rest() -> None:
         contained(Path("/tmp/out"), "/srv/abs")
 
 
-def test_deidentify_retain_uids_with_an_escaping_sop_instance_uid_stays_in_out(
+def test_deidentify_retain_uids_with_escaping_or_unsafe_sop_instance_uids_stays_in_out(
     tmp_path: Path, index_env: str
 ) -> None:
     source = tmp_path / "in"
@@ -67,13 +70,23 @@ def test_deidentify_retain_uids_with_an_escaping_sop_instance_uid_stays_in_out(
     (ds,) = synth.make_ct_series(1)
     ds.SOPInstanceUID = ESCAPING_UID
     synth.write(ds, source / "one.dcm")
+    (unsafe,) = synth.make_ct_series(1, series_number=2)
+    unsafe.SOPInstanceUID = UNSAFE_NAME_UID
+    synth.write(unsafe, source / "two.dcm")
     out = tmp_path / "a" / "b" / "out"
+    quarantine = tmp_path / "data" / "quarantine"
     before = _files(tmp_path)
     assert deidentify([source], out, tmp_path / "data", "--retain-uids") == 0
-    assert not _written_outside(tmp_path, out, before)
+    assert not {p for p in _written_outside(tmp_path, out, before)
+                if not p.is_relative_to(quarantine)}
+    # A SOP Instance UID with slashes is no UID: refused by the reader, with the reason.
+    [refused] = rejected(tmp_path / "data")
+    assert Path(refused["source"]).name == "one.dcm"
+    assert "SOPInstanceUID is not a UID" in refused["reason"]
+    # One the reader accepts but that is no safe name is written under its digest.
     (written,) = outputs(out)
-    assert written.name == digest_name(ESCAPING_UID) + ".dcm"
-    assert read(written).SOPInstanceUID == ESCAPING_UID  # retained, as asked
+    assert written.name == digest_name(UNSAFE_NAME_UID) + ".dcm"
+    assert read(written).SOPInstanceUID == UNSAFE_NAME_UID  # retained, as asked
 
 
 def test_deidentify_site_script_keeping_an_absolute_patient_id_stays_in_out(
@@ -185,11 +198,11 @@ def _message(key: str, bucket: str = "incoming") -> Message:
                    "anonymize")
 
 
-def test_worker_output_key_of_an_escaping_uid_is_a_digest_inside_the_bucket(
+def test_worker_output_key_of_a_uid_unsafe_as_a_name_is_a_digest_inside_the_bucket(
     tmp_path: Path, database_url: str
 ) -> None:
     (ds,) = synth.make_ct_series(1)
-    ds.SOPInstanceUID = ESCAPING_UID
+    ds.SOPInstanceUID = UNSAFE_NAME_UID
     synth.write(ds, tmp_path / "one.dcm")
 
     async def run() -> list[str]:
@@ -205,7 +218,7 @@ def test_worker_output_key_of_an_escaping_uid_is_a_digest_inside_the_bucket(
 
     before = _files(tmp_path)
     (key,) = asyncio.run(run())
-    assert key.endswith("/" + digest_name(ESCAPING_UID) + ".dcm")
+    assert key.endswith("/" + digest_name(UNSAFE_NAME_UID) + ".dcm")
     assert not _written_outside(tmp_path, tmp_path / "objects", before)
 
 
