@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import logging
 import mmap
+import re
 import threading
 import time
 import uuid
@@ -105,11 +106,22 @@ class Receipt:
             return self._state == "abandoned"
 
 
+# The keys :func:`object_key` gives, by the digest of the SOP Instance UID (and, once
+# released from quarantine, under the prefix ``released/``).
+RECEIVED_KEY = re.compile(
+    r"(?:released/)?[0-9a-f]{2}/(?P<digest>[0-9a-f]{64})\.[0-9a-f]+\.dcm")
+
+
+def uid_digest(sop_instance_uid: str) -> str:
+    """The digest naming an instance in incoming keys (never the UID itself: PHI)."""
+    return hashlib.sha256(sop_instance_uid.encode("ascii", "replace")).hexdigest()
+
+
 def object_key(sop_instance_uid: str) -> str:
     """The incoming key of one receipt: a hash of the SOP Instance UID (no PHI in keys)
     and a unique suffix, so a second receipt of an instance never overwrites the first
     while its message is queued (the worker recognises the duplicate)."""
-    digest = hashlib.sha256(sop_instance_uid.encode("ascii", "replace")).hexdigest()
+    digest = uid_digest(sop_instance_uid)
     return f"{digest[:2]}/{digest}.{uuid.uuid4().hex[:12]}.dcm"
 
 

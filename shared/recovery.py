@@ -14,9 +14,7 @@ passed. :func:`redrive` moves dead letters back to their queue.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -24,6 +22,7 @@ from shared.config import Settings
 from shared.dicom.errors import RejectedObject
 from shared.dicom.parse import parse
 from shared.index.phi_index import PhiIndex
+from shared.ingest import RECEIVED_KEY, uid_digest
 from shared.messaging import Broker, RabbitBroker
 from shared.messaging.topology import ANONYMIZE, DEAD_LETTER, RELINK
 from shared.runtime import topology_from
@@ -31,10 +30,6 @@ from shared.storage import Buckets, ObjectNotFound, ObjectStore
 
 log = logging.getLogger(__name__)
 
-# Keys the ingest gives received objects: sha256(SOP Instance UID), then a receipt suffix
-# (shared.ingest.object_key); released from quarantine, they are prefixed "released/".
-_RECEIVED_KEY = re.compile(
-    r"(?:released/)?[0-9a-f]{2}/(?P<digest>[0-9a-f]{64})\.[0-9a-f]+\.dcm")
 _BATCH = 1000
 
 
@@ -69,7 +64,7 @@ async def _results(index: PhiIndex, keys: list[str], digests: list[str]) -> dict
 
 async def _uid_digest(store: ObjectStore, bucket: str, key: str) -> str | None:
     """The digest of an object's SOP Instance UID, from its key or else from its content."""
-    match = _RECEIVED_KEY.fullmatch(key)
+    match = RECEIVED_KEY.fullmatch(key)
     if match is not None:
         return match["digest"]
     try:
@@ -77,7 +72,7 @@ async def _uid_digest(store: ObjectStore, bucket: str, key: str) -> str | None:
     except (ObjectNotFound, RejectedObject):
         return None
     uid = obj.get_text(0x00080018) or ""
-    return hashlib.sha256(uid.encode("ascii", "replace")).hexdigest() if uid else None
+    return uid_digest(uid) if uid else None
 
 
 async def unprocessed_keys(

@@ -80,6 +80,9 @@ class ObjectContext:
         for item in reversed(self.items):
             if charset.SPECIFIC_CHARACTER_SET in item.elements:
                 return self._encodings_of(item)
+        return self._object_encodings()
+
+    def _object_encodings(self) -> charset.Encodings:
         if self._top_encodings is None:
             self._top_encodings = self._encodings_of(self.obj.dataset)
         return self._top_encodings
@@ -115,7 +118,7 @@ class ObjectContext:
         components), used to clean free text; None when the object has none."""
         if self._terms is None:
             terms: set[str] = set()
-            top = self._encodings_of(self.obj.dataset)
+            top = self._object_encodings()
             for tag in _IDENTIFYING_TAGS:
                 element = self.obj.dataset.elements.get(tag)
                 if element is None or element.items is not None or element.opaque:

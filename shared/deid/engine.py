@@ -28,6 +28,7 @@ from shared.deid.rules import (
 from shared.dicom import encode
 from shared.dicom.errors import Malformed
 from shared.dicom.parse import (
+    FIRST_DATA_SET_GROUP,
     UNDEFINED_LENGTH,
     DicomObject,
     Element,
@@ -37,7 +38,7 @@ from shared.dicom.parse import (
     parse,
 )
 from shared.dicom.uids import UidMapper
-from shared.dicom.values import has_grammar, holds_control_bytes, well_formed
+from shared.dicom.values import plausible
 
 PATIENT_ID = 0x00100020
 ISSUER_OF_PATIENT_ID = 0x00100021
@@ -54,7 +55,6 @@ MODALITY = 0x00080060
 _DUMMY_TEXT_VRS = frozenset({"PN", "ST", "LT", "UT", "UC"})
 _CLEAN_TEXT_VRS = _DUMMY_TEXT_VRS | frozenset({"LO", "SH"})
 DUMMY_TEXT = "ANONYMIZED"
-_FIRST_DATA_SET_GROUP = 0x00030000
 _STRING_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH",
                          "ST", "TM", "UC", "UI", "UR", "UT"})
 
@@ -213,19 +213,6 @@ class Engine:
             return rules.private_by_creator(tag, creator)
         return None
 
-    @staticmethod
-    def _plausible(action: Action, element: Element, buffer: bytes | memoryview) -> bool:
-        """Whether a string value may go through ``action``: it holds no control bytes
-        (they mean the elements after it were swallowed by a wrong length, and a script
-        appending to it would carry them on), and a value kept as it is matches its VR's
-        grammar (a date is a date, a time a time, a UID a UID)."""
-        start, end = element.value, element.value + element.length
-        if holds_control_bytes(buffer, start, end):
-            return False
-        if (action.kind is Kind.KEEP or action.kind is Kind.COPY) and has_grammar(element.vr):
-            return well_formed(element.vr, buffer, start, end)
-        return True
-
     def _kept_exactly(self, item: Item, tag: int, ctx: ObjectContext) -> bool:
         """Whether a rule names this very element (not a group, VR or default rule)."""
         if tag in self.rules.by_tag:
@@ -264,7 +251,7 @@ class Engine:
                 if replaced:
                     continue
             action: Action
-            if tag < _FIRST_DATA_SET_GROUP:
+            if tag < FIRST_DATA_SET_GROUP:
                 # File meta and command elements never travel inside a data set: the file
                 # meta is always written afresh.
                 action = REMOVE
@@ -282,23 +269,26 @@ class Engine:
                 action = REMOVE
             elif (
                 element.vr in _STRING_VRS and element.length != UNDEFINED_LENGTH
-                and action.kind is not remove and not self._plausible(action, element, buf)
+                and action.kind is not remove
+                and not plausible(element.vr, buf, element.value, element.value + element.length,
+                                  action.kind is keep or action.kind is copy)
             ):
+                # Control bytes (the next elements swallowed by a wrong length), or a value
+                # kept as it is that is not what its VR says (a date that is no date).
                 action = REMOVE
             kind = action.kind
-            if element.relabelled and kind in (copy, keep) and element.items is None and (
-                plain or element.vr not in _CLEAN_TEXT_VRS
-            ):
-                # Kept, but under the VR it really has: a reader must not see a UID as a
-                # date, nor a date as bytes.
-                if run_start >= 0:
-                    out.append(buf[run_start:run_end])
-                    run_start = -1
-                out.append(encode.element(tag, element.vr, bytes(ctx.obj.raw(element)), syntax))
-                continue
             if kind is copy or (kind is keep and element.items is None and (
                 plain or element.vr not in _CLEAN_TEXT_VRS
             )):
+                if element.relabelled:
+                    # Kept, but under the VR it really has: a reader must not see a UID as
+                    # a date, nor a date as bytes.
+                    if run_start >= 0:
+                        out.append(buf[run_start:run_end])
+                        run_start = -1
+                    out.append(encode.element(tag, element.vr, bytes(ctx.obj.raw(element)),
+                                              syntax))
+                    continue
                 if run_start < 0:
                     run_start = element.start
                 run_end = element.end

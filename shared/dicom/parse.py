@@ -42,6 +42,9 @@ KNOWN_VRS = LONG_VRS | frozenset(
 )
 
 _VR_NAMES = {vr.encode(): vr for vr in KNOWN_VRS}
+# Groups 0000 (command) and 0002 (file meta) describe a transfer, never the object.
+FIRST_DATA_SET_GROUP = 0x00030000
+
 # VRs the profile acts on as such, and the string VRs a sender may put in their place.
 _VR_DECIDES_RULE = frozenset({"DA", "DT", "UI", "PN"})
 _RELABELLED = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH",
@@ -372,9 +375,8 @@ class _Reader:
             return
         start, stop = element.value, element.value + element.length
         if element.length == 0:
-            element.vr = "SQ" if known == "SQ" else element.vr
             if known == "SQ":
-                element.items, element.item_syntax = [], syntax
+                element.vr, element.items, element.item_syntax = "SQ", [], syntax
             return
         candidates = [IMPLICIT_LE] if syntax == IMPLICIT_LE else [IMPLICIT_LE, syntax]
         for item_syntax in candidates:
@@ -383,9 +385,7 @@ class _Reader:
                 continue
             try:
                 items = self.sequence(start, stop, item_syntax, defined=True, depth=depth + 1)[0]
-            except LimitExceeded:
-                raise
-            except (Malformed, Truncated, struct.error):
+            except (Malformed, Truncated, struct.error):  # a deeper nesting still refuses
                 continue
             element.vr, element.items, element.item_syntax = "SQ", items, item_syntax
             return
@@ -532,7 +532,7 @@ def parse(data: bytes, require_uids: bool = True, limits: Limits | None = None) 
     if meta_start < 0:
         # A bare data set may carry file meta elements (and even command elements): they
         # describe a transfer, not the object, and never travel with the data set.
-        for tag in [t for t in dataset.elements if t < 0x00030000]:
+        for tag in [t for t in dataset.elements if t < FIRST_DATA_SET_GROUP]:
             meta.elements[tag] = dataset.elements.pop(tag)
     obj = DicomObject(buffer, meta, dataset, syntax, ts_uid, meta_start >= 0)
     if not dataset.elements:

@@ -50,12 +50,16 @@ def holds_control_bytes(buffer: bytes | memoryview, start: int, end: int) -> boo
     return end - start >= 8 and _NOT_TEXT.search(buffer, start, end) is not None
 
 
-def has_grammar(vr: str) -> bool:
-    return vr in _GRAMMARS
-
-
 def well_formed(vr: str, buffer: bytes | memoryview, start: int, end: int) -> bool:
     """Whether ``buffer[start:end]`` is a valid value of ``vr`` (True for VRs without a
     grammar)."""
     grammar = _GRAMMARS.get(vr)
     return grammar is None or grammar.fullmatch(buffer, start, end) is not None
+
+
+def plausible(vr: str, buffer: bytes | memoryview, start: int, end: int, kept: bool) -> bool:
+    """Whether a string value may go out: no control bytes (see
+    :func:`holds_control_bytes`) and, when ``kept`` as it is, the grammar of its VR."""
+    if holds_control_bytes(buffer, start, end):
+        return False
+    return not kept or well_formed(vr, buffer, start, end)
