@@ -4,9 +4,17 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 DATA   ?= data
 
-.PHONY: install run deidentify test lint bench fuzz clean
+# The Debian packages the tests use: DCMTK (storescu, dcmdump) and dicom3tools (dciodvfy).
+TEST_PACKAGES := dcmtk dicom3tools
+
+.PHONY: install system-packages run deidentify test lint bench fuzz clean
 
 install: $(VENV)/.installed
+
+# Installs TEST_PACKAGES when this user may (root or password-less sudo); otherwise stops
+# with the apt-get line to run.
+system-packages:
+	@scripts/system-packages $(TEST_PACKAGES)
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +32,7 @@ deidentify: install
 	@test -n "$(IN)" -a -n "$(OUT)" || { echo "usage: make deidentify IN=<folder of DICOM files> OUT=<output folder>"; exit 2; }
 	$(BIN)/anon deidentify "$(IN)" --out "$(OUT)" --recursive --data-dir "$(DATA)"
 
-test: install
+test: install system-packages
 	$(BIN)/python -m pytest
 
 lint: install

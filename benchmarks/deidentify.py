@@ -52,7 +52,7 @@ import pydicom
 
 from benchmarks.corpus import CorpusSpec, build_corpus
 from services.cli.deidentify_folder import JobSettings, _Worker, prepare_index
-from shared.deid.profile import ProfileOptions
+from shared.deid.options import ProfileOptions
 
 CORPORA = (CorpusSpec("small", 2000, 64), CorpusSpec("large", 500, 512))
 ANON = Path(sys.executable).with_name("anon")

@@ -76,8 +76,8 @@ def build_object(path: Path, size_mib: int) -> int:
 async def _worker_run(source: Path, folder: Path, url: str, s3: str) -> dict[str, Any]:
     from services.anonymizer_worker.worker import AnonymizerWorker
     from shared.deid.profile import build_profile
+    from shared.deid.pseudonymizer import Pseudonymizer
     from shared.index.connect import open_index
-    from shared.index.pseudonymizer import Pseudonymizer
     from shared.messaging import MemoryBroker, Message
     from shared.messaging.topology import Topology
     from shared.storage import Buckets, LocalStore, ObjectStore, S3Store

@@ -53,7 +53,8 @@ with (atheris.instrument_imports(include=["shared"]) if atheris is not None
     from shared.deid.ctp_rules import compile_script
     from shared.deid.ctp_script import load_script
     from shared.deid.engine import Deidentified, Engine, NeedsIntegers, identity
-    from shared.deid.profile import ProfileOptions, build_profile
+    from shared.deid.options import ProfileOptions
+    from shared.deid.profile import build_profile
     from shared.deid.rules import RuleSet
     from shared.dicom.errors import FilteredOut, RejectedObject
     from shared.dicom.parse import DicomObject, parse

@@ -61,7 +61,8 @@ from pynetdicom.sop_class import Verification
 
 from fuzz.leaks import leak
 from fuzz.seeds import seeds
-from shared.deid.profile import ProfileOptions, build_profile
+from shared.deid.options import ProfileOptions
+from shared.deid.profile import build_profile
 from shared.dicom.errors import RejectedObject
 from shared.dicom.parse import LONG_VRS, UNDEFINED_LENGTH, Element, Item, parse
 from tests import synth

@@ -12,7 +12,7 @@ from pathlib import Path
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.deid.profile import ProfileOptions
+from shared.deid.options import ProfileOptions
 
 
 class ConfigurationError(Exception):

@@ -17,9 +17,9 @@ from shared.deid.ctp_rules import compile_script
 from shared.deid.ctp_script import load_script
 from shared.deid.lookup import LookupTable
 from shared.deid.profile import build_profile
+from shared.deid.pseudonymizer import Pseudonymizer
 from shared.deid.rules import RuleSet
 from shared.index.connect import OpenIndex, open_index
-from shared.index.pseudonymizer import Pseudonymizer
 from shared.messaging import Broker, MemoryBroker, RabbitBroker
 from shared.messaging.topology import Topology
 from shared.observability.health import Check

@@ -17,8 +17,8 @@ from __future__ import annotations
 import logging
 import time
 
+from shared.deid.pseudonymizer import Pseudonymizer
 from shared.dicom.errors import RejectedObject
-from shared.index.pseudonymizer import Pseudonymizer
 from shared.messaging import Broker, Message
 from shared.messaging.topology import RELINK
 from shared.observability.logging import correlation, log_fields

@@ -28,14 +28,15 @@ from shared.deid.ctp_rules import compile_script
 from shared.deid.ctp_script import load_script
 from shared.deid.engine import identity
 from shared.deid.lookup import LookupTable
-from shared.deid.profile import ProfileOptions, build_profile
+from shared.deid.options import ProfileOptions
+from shared.deid.profile import build_profile
+from shared.deid.pseudonymizer import Pseudonymizer
 from shared.deid.rules import RuleSet
 from shared.dicom.errors import RejectedObject
 from shared.dicom.parse import parse
 from shared.index.connect import OpenIndex, open_index
 from shared.index.database import DatabaseUnavailable
 from shared.index.phi_index import patient_key
-from shared.index.pseudonymizer import Pseudonymizer
 from shared.storage.keys import UnsafePath, safe_path
 
 CHUNK = 16

@@ -7,7 +7,6 @@ as the Storage SCP would; otherwise they are sent by C-STORE to the SCP of a run
 
 from __future__ import annotations
 
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from pynetdicom import AE, evt
 from tqdm import tqdm
 
 from shared.config import Settings
+from shared.dimse.association import set_nodelay
 from shared.ingest import Ingest, IngestFailed
 from shared.observability.logging import quiet_pynetdicom
 from shared.runtime import open_resources
@@ -57,12 +57,6 @@ async def import_direct(files: list[Path], settings: Settings, progress: bool) -
     return summary
 
 
-def _nodelay(event: evt.Event) -> None:
-    sock = event.assoc.dul.socket.socket if event.assoc.dul.socket else None
-    if sock is not None:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
 def import_cstore(
     files: list[Path], host: str, port: int, called_aet: str, progress: bool
 ) -> ImportSummary:
@@ -90,7 +84,7 @@ def import_cstore(
         for path, _, _ in tqdm(readable, unit="file", disable=not progress, desc="importing"):
             if assoc is None or not assoc.is_established:
                 assoc = ae.associate(host, port, ae_title=called_aet,
-                                     evt_handlers=[(evt.EVT_CONN_OPEN, _nodelay)])
+                                     evt_handlers=[(evt.EVT_CONN_OPEN, set_nodelay)])
                 if not assoc.is_established:
                     raise ConnectionError(f"no association with {called_aet} at {host}:{port}")
             status = assoc.send_c_store(dcmread(path))

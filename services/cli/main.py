@@ -18,7 +18,8 @@ from shared.config import ConfigurationError, Settings, load_settings
 from shared.deid.ctp_filter import FilterScript, ObjectFilter
 from shared.deid.ctp_script import load_script
 from shared.deid.lookup import LookupTable
-from shared.deid.profile import ProfileOptions, describe_profile
+from shared.deid.options import ProfileOptions
+from shared.deid.profile import describe_profile
 from shared.index.connect import open_index
 from shared.index.database import DatabaseUnavailable
 from shared.index.phi_index import SiteConflict

@@ -37,12 +37,12 @@ from shared.config import Settings
 from shared.deid.context import Pseudonyms
 from shared.deid.engine import Engine, identity
 from shared.deid.profile import build_profile
+from shared.deid.pseudonymizer import instance_record
 from shared.deid.rules import KEEP, Replace, RuleSet
 from shared.dicom.errors import RejectedObject
 from shared.dicom.parse import DicomObject, parse
 from shared.index.connect import OpenIndex, open_index
 from shared.index.phi_index import InstanceRecord, Site, patient_key
-from shared.index.pseudonymizer import instance_record
 from shared.rt import ObjectNode, Problem, ReferenceGraph, check_rt_set, node_of
 from shared.storage.keys import UnsafePath, contained, safe_component, safe_name
 

@@ -100,8 +100,8 @@ def test_one_object_released_with_its_burned_in_annotation_accepted_is_recorded_
     database_url: str,
 ) -> None:
     from shared.deid.profile import build_profile
+    from shared.deid.pseudonymizer import Pseudonymizer
     from shared.dicom.errors import IdentifyingPixels
-    from shared.index.pseudonymizer import Pseudonymizer
 
     ds, sop = handmade.ct()
     ds.add(0x00280301, "CS", "YES")

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from services.anonymizer_worker.worker import AnonymizerWorker
-from shared.deid.profile import ProfileOptions, build_profile
+from shared.deid.options import ProfileOptions
+from shared.deid.profile import build_profile
+from shared.deid.pseudonymizer import Pseudonymizer
 from shared.index.connect import open_index
-from shared.index.pseudonymizer import Pseudonymizer
 from shared.messaging import MemoryBroker, Message
 from shared.messaging.topology import Topology
 from shared.storage import Buckets, LocalStore

@@ -12,9 +12,9 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 from shared.deid.profile import build_profile
+from shared.deid.pseudonymizer import Pseudonymizer
 from shared.index.connect import open_index
 from shared.index.phi_index import PhiIndex
-from shared.index.pseudonymizer import Pseudonymizer
 from tests import synth
 
 pytestmark = pytest.mark.integration

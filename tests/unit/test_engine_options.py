@@ -9,7 +9,8 @@ from pydicom.dataset import Dataset
 
 from shared.deid.context import Pseudonyms
 from shared.deid.engine import Engine
-from shared.deid.profile import ProfileOptions, build_profile
+from shared.deid.options import ProfileOptions
+from shared.deid.profile import build_profile
 from tests import synth
 
 PSEUDONYMS = Pseudonyms("123456-000007", "123456-000007", 30, "0000000000000042")

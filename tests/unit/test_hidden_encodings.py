@@ -14,7 +14,8 @@ from pydicom.dataset import Dataset
 
 from shared.deid.context import Pseudonyms
 from shared.deid.engine import Engine
-from shared.deid.profile import ProfileOptions, build_profile
+from shared.deid.options import ProfileOptions
+from shared.deid.profile import build_profile
 from shared.dicom.errors import LimitExceeded
 from shared.dicom.parse import Limits, parse
 from tests import handmade

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from services.cli.main import profile_markdown
-from shared.deid.profile import ProfileOptions, build_profile, code_for
+from shared.deid.options import ProfileOptions
+from shared.deid.profile import build_profile, code_for
 from shared.deid.rules import Kind
 from shared.deid.standard import profile_rows, safe_private
 

@@ -1,0 +1,1 @@
+"""Talking to other application entities: associations, query, move/get and store."""
