@@ -13,7 +13,7 @@ from pathlib import Path
 
 from services.cli import rt_batch
 from services.cli.deidentify_folder import deidentify_files
-from services.cli.files import DEFAULT_EXTENSIONS, ExtensionFilter, collect
+from shared.batch.files import DEFAULT_EXTENSIONS, ExtensionFilter, collect
 from shared.config import ConfigurationError, Settings, load_settings
 from shared.deid.ctp_filter import FilterScript, ObjectFilter
 from shared.deid.ctp_script import load_script
