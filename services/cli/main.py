@@ -5,19 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from services.cli import rt_batch
-from services.cli.deidentify_folder import deidentify_files
+from services.cli import deidentify, rt_batch
+from services.cli.options import add_profile_arguments, profile_options
 from shared.batch.files import DEFAULT_EXTENSIONS, ExtensionFilter, collect
 from shared.config import ConfigurationError, Settings, load_settings
-from shared.deid.ctp_filter import FilterScript, ObjectFilter
-from shared.deid.ctp_script import load_script
-from shared.deid.lookup import LookupTable
 from shared.deid.options import ProfileOptions
 from shared.deid.profile import describe_profile
 from shared.index.connect import open_index
@@ -26,59 +21,6 @@ from shared.index.phi_index import SiteConflict
 from shared.messaging.topology import WORK_QUEUES
 from shared.observability.logging import configure_logging, quiet_pydicom
 
-_OPTION_FLAGS = {
-    "retain_safe_private": "keep the safe private attributes of Table E.3.10-1",
-    "retain_uids": "keep UIDs",
-    "retain_device_identity": "keep device identity (serial numbers, station name...)",
-    "retain_institution_identity": "keep institution name, address, department",
-    "retain_patient_characteristics": "keep age, sex, size, weight... (on by default)",
-    "retain_longitudinal_full_dates": "keep dates unchanged",
-    "retain_longitudinal_modified_dates": "shift dates by the patient's offset (on by default)",
-    "clean_descriptors": "keep descriptions with identifying terms removed",
-    "clean_structured_content": "keep SR content with identifying terms removed",
-    "clean_graphics": "keep graphics and overlays, text cleaned",
-}
-
-
-def _add_profile_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group(
-        "profile", "PS3.15 Annex E options; the default is RICORD (Basic Profile, "
-        "Retain Longitudinal with Modified Dates, Retain Patient Characteristics)"
-    )
-    group.add_argument(
-        "--basic", action="store_true",
-        help="start from the Basic Profile alone instead of RICORD, then add options",
-    )
-    for name, text in _OPTION_FLAGS.items():
-        group.add_argument("--" + name.replace("_", "-"), action="store_true", help=text)
-
-
-def _profile_options(args: argparse.Namespace) -> ProfileOptions:
-    chosen = {name: bool(getattr(args, name)) for name in _OPTION_FLAGS}
-    base = {} if args.basic else {
-        "retain_longitudinal_modified_dates": True, "retain_patient_characteristics": True
-    }
-    merged = {**base, **{k: v for k, v in chosen.items() if v}}
-    if merged.get("retain_longitudinal_full_dates"):
-        merged["retain_longitudinal_modified_dates"] = False
-    return ProfileOptions(**merged)
-
-
-def _object_filter(args: argparse.Namespace) -> ObjectFilter:
-    """The filter switches and script; an unreadable or invalid script is refused here."""
-    script = None
-    if args.filter is not None:
-        try:
-            script = FilterScript.parse(args.filter.read_text(encoding="utf-8"))
-        except ValueError as exc:
-            raise ValueError(f"{args.filter}: {exc}") from None
-    return ObjectFilter(
-        script=script,
-        reject_structured_reports=not args.accept_structured_reports,
-        reject_secondary_captures=not args.accept_secondary_captures,
-        reject_identifying_pixels=not args.accept_burned_in_annotation,
-    )
-
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -86,44 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    deid = commands.add_parser("deidentify", help="de-identify files and folders")
-    deid.add_argument("sources", nargs="+", type=Path, metavar="SRC")
-    deid.add_argument("--out", required=True, type=Path, help="output folder")
-    deid.add_argument("--data-dir", type=Path, help="embedded index, quarantine (default ./data)")
-    deid.add_argument("--recursive", "-r", action="store_true", help="descend into folders")
-    deid.add_argument(
-        "--extensions", default=DEFAULT_EXTENSIONS,
-        help="comma-separated suffixes; '*' for all; [dcm] = names of digits and periods",
-    )
-    deid.add_argument("--jobs", "-j", type=int, default=os.cpu_count() or 1,
-                      help="processes (default: every core)")
-    deid.add_argument("--quarantine", type=Path,
-                      help="rejected files and their report (default DATA_DIR/quarantine/<time>)")
-    deid.add_argument("--no-progress", action="store_true", help="no progress bar")
-    scripts = deid.add_argument_group(
-        "script", "a CTP DicomAnonymizer script instead of the built-in profile"
-    )
-    scripts.add_argument("--script", type=Path, metavar="FILE",
-                         help="CTP anonymizer script (XML or properties form)")
-    scripts.add_argument("--script-dialect", choices=("auto", "ctp", "rsna"), default="auto",
-                         help="rules for the script (auto: rsna if it uses @uid, @ptid, "
-                         "@acc or @hashdate without parentheses)")
-    scripts.add_argument("--lookup-table", type=Path, metavar="FILE",
-                         help="lookup table for @lookup (KeyType/value=replacement lines)")
-    accept = deid.add_argument_group(
-        "filter", "which objects are accepted (as in the RSNA Anonymizer's Filter tab)"
-    )
-    accept.add_argument("--filter", type=Path, metavar="FILE",
-                        help="CTP DicomFilter script; objects it does not match are refused")
-    accept.add_argument("--accept-structured-reports", action="store_true",
-                        help="do not refuse Structured Reports (refused by default)")
-    accept.add_argument("--accept-secondary-captures", action="store_true",
-                        help="do not refuse Secondary Captures (ImageType contains SECONDARY)")
-    accept.add_argument("--accept-burned-in-annotation", action="store_true",
-                        help="de-identify objects marked Burned In Annotation or Recognizable "
-                        "Visual Features YES (their pixels are not cleaned; quarantined by "
-                        "default); each is recorded as accepted in the index")
-    _add_profile_arguments(deid)
+    deidentify.add_arguments(
+        commands.add_parser("deidentify", help="de-identify files and folders"))
 
     serve = commands.add_parser(
         "serve", help="run the whole system in one process (Storage SCP and workers)")
@@ -176,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     profile = commands.add_parser("profile", help="print what the profile does to each element")
     profile.add_argument("--markdown", action="store_true", help="as a Markdown table")
-    _add_profile_arguments(profile)
+    add_profile_arguments(profile)
     return parser
 
 
@@ -184,38 +90,6 @@ def profile_markdown(options: ProfileOptions) -> str:
     lines = ["| Tag | Attribute | Code | Action |", "|---|---|---|---|"]
     lines += [f"| {t} | {n} | {c} | {d} |" for t, n, c, d in describe_profile(options)]
     return "\n".join(lines) + "\n"
-
-
-def _run_deidentify(args: argparse.Namespace, settings: Settings) -> int:
-    data_dir = args.data_dir or settings.data_dir
-    try:
-        accept = ExtensionFilter(args.extensions)
-        files = collect(args.sources, accept, args.recursive)
-        options = _profile_options(args)
-        object_filter = _object_filter(args)
-        if args.script is not None:
-            load_script(args.script, args.script_dialect)  # refuse a bad script before any work
-        if args.lookup_table is not None:
-            LookupTable.load(args.lookup_table)
-    except (ValueError, OSError) as exc:
-        print(f"anon deidentify: {exc}", file=sys.stderr)
-        return 2
-    out = args.out.resolve()
-    if any(out.is_relative_to(s.resolve()) for s in args.sources if s.is_dir()):
-        print("anon deidentify: --out must not be inside an input folder", file=sys.stderr)
-        return 2
-    if not files:
-        print("anon deidentify: no input files match", file=sys.stderr)
-        return 1
-    quarantine = args.quarantine or data_dir / "quarantine" / time.strftime("%Y%m%d-%H%M%S")
-    summary = deidentify_files(
-        files, args.out, quarantine, options, data_dir,
-        database_url=settings.database_url, site_id=settings.site_id,
-        jobs=max(1, args.jobs), progress=not args.no_progress, object_filter=object_filter,
-        script=args.script, script_dialect=args.script_dialect, lookup_table=args.lookup_table,
-    )
-    print("\n".join(summary.lines()))
-    return 0
 
 
 def _run_serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -348,7 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         if args.command == "deidentify":
-            return _run_deidentify(args, settings)
+            return deidentify.run(args, settings)
         if args.command == "serve":
             return _run_serve(args, settings)
         if args.command == "import":
@@ -371,9 +245,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "profile":
             if args.markdown:
-                sys.stdout.write(profile_markdown(_profile_options(args)))
+                sys.stdout.write(profile_markdown(profile_options(args)))
             else:
-                for tag, name, code, text in describe_profile(_profile_options(args)):
+                for tag, name, code, text in describe_profile(profile_options(args)):
                     print(f"{tag:<14} {code:<3} {name}: {text}")
             return 0
     except (DatabaseUnavailable, SiteConflict) as exc:

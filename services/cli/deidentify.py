@@ -1,0 +1,105 @@
+"""``anon deidentify``: its arguments, the library call, what it prints."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from services.cli.deidentify_folder import deidentify_files
+from services.cli.options import add_profile_arguments, profile_options
+from shared.batch.files import DEFAULT_EXTENSIONS, ExtensionFilter, collect
+from shared.config import Settings
+from shared.deid.ctp_filter import FilterScript, ObjectFilter
+from shared.deid.ctp_script import load_script
+from shared.deid.lookup import LookupTable
+
+
+def add_arguments(deid: argparse.ArgumentParser) -> None:
+    deid.add_argument("sources", nargs="+", type=Path, metavar="SRC")
+    deid.add_argument("--out", required=True, type=Path, help="output folder")
+    deid.add_argument("--data-dir", type=Path, help="embedded index, quarantine (default ./data)")
+    deid.add_argument("--recursive", "-r", action="store_true", help="descend into folders")
+    deid.add_argument(
+        "--extensions", default=DEFAULT_EXTENSIONS,
+        help="comma-separated suffixes; '*' for all; [dcm] = names of digits and periods",
+    )
+    deid.add_argument("--jobs", "-j", type=int, default=os.cpu_count() or 1,
+                      help="processes (default: every core)")
+    deid.add_argument("--quarantine", type=Path,
+                      help="rejected files and their report (default DATA_DIR/quarantine/<time>)")
+    deid.add_argument("--no-progress", action="store_true", help="no progress bar")
+    scripts = deid.add_argument_group(
+        "script", "a CTP DicomAnonymizer script instead of the built-in profile"
+    )
+    scripts.add_argument("--script", type=Path, metavar="FILE",
+                         help="CTP anonymizer script (XML or properties form)")
+    scripts.add_argument("--script-dialect", choices=("auto", "ctp", "rsna"), default="auto",
+                         help="rules for the script (auto: rsna if it uses @uid, @ptid, "
+                         "@acc or @hashdate without parentheses)")
+    scripts.add_argument("--lookup-table", type=Path, metavar="FILE",
+                         help="lookup table for @lookup (KeyType/value=replacement lines)")
+    accept = deid.add_argument_group(
+        "filter", "which objects are accepted (as in the RSNA Anonymizer's Filter tab)"
+    )
+    accept.add_argument("--filter", type=Path, metavar="FILE",
+                        help="CTP DicomFilter script; objects it does not match are refused")
+    accept.add_argument("--accept-structured-reports", action="store_true",
+                        help="do not refuse Structured Reports (refused by default)")
+    accept.add_argument("--accept-secondary-captures", action="store_true",
+                        help="do not refuse Secondary Captures (ImageType contains SECONDARY)")
+    accept.add_argument("--accept-burned-in-annotation", action="store_true",
+                        help="de-identify objects marked Burned In Annotation or Recognizable "
+                        "Visual Features YES (their pixels are not cleaned; quarantined by "
+                        "default); each is recorded as accepted in the index")
+    add_profile_arguments(deid)
+
+
+def build_object_filter(args: argparse.Namespace) -> ObjectFilter:
+    """The filter switches and script; an unreadable or invalid script is refused here."""
+    script = None
+    if args.filter is not None:
+        try:
+            script = FilterScript.parse(args.filter.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise ValueError(f"{args.filter}: {exc}") from None
+    return ObjectFilter(
+        script=script,
+        reject_structured_reports=not args.accept_structured_reports,
+        reject_secondary_captures=not args.accept_secondary_captures,
+        reject_identifying_pixels=not args.accept_burned_in_annotation,
+    )
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    data_dir = args.data_dir or settings.data_dir
+    try:
+        accept = ExtensionFilter(args.extensions)
+        files = collect(args.sources, accept, args.recursive)
+        options = profile_options(args)
+        object_filter = build_object_filter(args)
+        if args.script is not None:
+            load_script(args.script, args.script_dialect)  # refuse a bad script before any work
+        if args.lookup_table is not None:
+            LookupTable.load(args.lookup_table)
+    except (ValueError, OSError) as exc:
+        print(f"anon deidentify: {exc}", file=sys.stderr)
+        return 2
+    out = args.out.resolve()
+    if any(out.is_relative_to(s.resolve()) for s in args.sources if s.is_dir()):
+        print("anon deidentify: --out must not be inside an input folder", file=sys.stderr)
+        return 2
+    if not files:
+        print("anon deidentify: no input files match", file=sys.stderr)
+        return 1
+    quarantine = args.quarantine or data_dir / "quarantine" / time.strftime("%Y%m%d-%H%M%S")
+    summary = deidentify_files(
+        files, args.out, quarantine, options, data_dir,
+        database_url=settings.database_url, site_id=settings.site_id,
+        jobs=max(1, args.jobs), progress=not args.no_progress, object_filter=object_filter,
+        script=args.script, script_dialect=args.script_dialect, lookup_table=args.lookup_table,
+    )
+    print("\n".join(summary.lines()))
+    return 0
