@@ -16,6 +16,9 @@ from shared.deid.ctp_filter import FilterScript, ObjectFilter
 from shared.deid.ctp_script import load_script
 from shared.deid.lookup import LookupTable
 
+NAME = "deidentify"
+HELP = "de-identify files and folders"
+
 
 def add_arguments(deid: argparse.ArgumentParser) -> None:
     deid.add_argument("sources", nargs="+", type=Path, metavar="SRC")

@@ -65,6 +65,9 @@ _DATE = re.compile(r"^(\d{4})(\d{2})(\d{2})$")
 # <modality>_<SOP instance UID>.dcm, each part as made safe by shared.storage.keys.
 _OUTPUT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*_[A-Za-z0-9][A-Za-z0-9._-]*\.dcm$")
 
+NAME = "rt-batch"
+HELP = "de-identify RT planning sets (CT, RTSTRUCT, RTPLAN, RTDOSE)"
+
 T = TypeVar("T")
 R = TypeVar("R")
 

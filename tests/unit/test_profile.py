@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from services.cli.main import profile_markdown
+from services.cli.profile import profile_markdown
 from shared.deid.options import ProfileOptions
 from shared.deid.profile import build_profile, code_for
 from shared.deid.rules import Kind

@@ -1,0 +1,1 @@
+"""The whole system in one process on embedded defaults (``anon serve``)."""

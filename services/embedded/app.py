@@ -1,0 +1,74 @@
+"""``anon serve``: the whole system in one process on embedded defaults.
+
+In-process queues, objects in ``DATA_DIR/objects``, the embedded PostgreSQL (or
+``DATABASE_URL``), the Storage SCP, the anonymizer workers and the relinker, with the
+health endpoints. The queues live in the process, so at start every received object that
+was neither de-identified nor quarantined (answered Success before a stop or a crash) is
+announced again; received objects past their retention are deleted at start and hourly;
+objects released from quarantine are announced within seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from services.anonymizer_worker.worker import AnonymizerWorker
+from services.rt_relinker.relinker import RtRelinker
+from services.scp_ingest.app import start_scp
+from shared.config import Settings
+from shared.messaging.topology import ANONYMIZE, RELINK
+from shared.observability.health import start_health_server
+from shared.quarantine import RELEASED_PREFIX, watch_released
+from shared.recovery import announce_unprocessed, announce_unrelinked, sweep_periodically
+from shared.runtime import open_resources, pseudonymizer_from, wait_for_signal
+
+log = logging.getLogger("serve")
+
+
+async def serve(settings: Settings) -> None:
+    """Run until SIGINT or SIGTERM."""
+    embedded = settings.model_copy(update={"amqp_url": None, "s3_endpoint": None})
+    resources = await open_resources(embedded)
+    try:
+        worker = AnonymizerWorker(resources.store, resources.buckets, resources.broker,
+                                  pseudonymizer_from(embedded, resources),
+                                  keep_received=embedded.incoming_retention_days > 0)
+        consumer = await resources.broker.consume(ANONYMIZE, worker.handle,
+                                                  prefetch=embedded.worker_concurrency)
+        relinker = RtRelinker(resources.store, resources.index.pool,
+                              resources.buckets.deidentified)
+        relinking = await resources.broker.consume(RELINK, relinker.handle,
+                                                   prefetch=embedded.worker_concurrency)
+        backlog = await announce_unprocessed(resources.store, resources.buckets,
+                                             resources.broker, resources.index.index)
+        await announce_unrelinked(resources.store, resources.buckets, resources.broker,
+                                  resources.index.index)
+        sweeping = asyncio.create_task(sweep_periodically(
+            resources.store, resources.buckets, resources.index.index,
+            embedded.incoming_retention_days))
+        # Objects released from quarantine by `anon quarantine release` while running.
+        released = {k for k in backlog.unprocessed if k.startswith(RELEASED_PREFIX)}
+        watching = asyncio.create_task(watch_released(
+            resources.store, resources.buckets, resources.broker, resources.index.index,
+            released))
+        scp = start_scp(embedded, resources)
+        health = await start_health_server(embedded.health_host, embedded.health_port,
+                                           resources.checks())
+        print(f"listening for C-STORE as {embedded.scp_ae_title} on port {scp.port}; "
+              f"SITEID {resources.index.site.site_id}; data in {embedded.data_dir}; "
+              f"health on port {embedded.health_port}; "
+              f"{len(backlog.unprocessed)} received objects announced again", flush=True)
+        await wait_for_signal()
+        for task in (sweeping, watching):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        scp.stop()
+        await scp.ingest.drain()
+        await consumer.cancel()
+        await relinking.cancel()
+        await health.cleanup()
+    finally:
+        await resources.close()
