@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
-from services.cli import deidentify, importing, profile, quarantine, rt_batch, serve
+from services.cli import deidentify, importing, lookup, profile, quarantine, rt_batch, serve
 from services.cli.system import Conformance, Migrate, Redrive, Status
 
 if TYPE_CHECKING:
@@ -30,7 +30,7 @@ class Command(Protocol):
 
 
 COMMANDS: tuple[object, ...] = (
-    deidentify, rt_batch, serve, importing, Status, quarantine, Redrive, Migrate,
+    deidentify, rt_batch, serve, importing, Status, lookup, quarantine, Redrive, Migrate,
     profile, Conformance,
 )
 
