@@ -34,6 +34,11 @@ class Settings(BaseSettings):
     data_dir: Path = Field(
         default=Path("data"), description="embedded database, objects, quarantine, reports"
     )
+    embedded_database_linger_seconds: float = Field(
+        default=300.0, ge=0,
+        description="seconds the embedded PostgreSQL keeps running after an anon command, "
+        "so the next one finds it started; 0: stop it at once",
+    )
 
     # Broker
     amqp_url: str | None = Field(default=None, description="RabbitMQ URL; unset: in-process")

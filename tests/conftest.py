@@ -21,6 +21,11 @@ pytest_plugins = ["tests.s3_server", "tests.messaging_support", "tests.pipeline_
 SAMPLES = Path(__file__).parent / "data" / "samples"
 LOCAL_SERVER = "postgresql://postgres@127.0.0.1:5432/test"
 
+# Commands the tests run stop their embedded PostgreSQL when they end (a lingering server
+# would outlive the test's temporary folder); tests/integration/test_embedded_database.py
+# covers lingering.
+os.environ.setdefault("EMBEDDED_DATABASE_LINGER_SECONDS", "0")
+
 
 def _answers(url: str) -> bool:
     async def probe() -> bool:

@@ -61,6 +61,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigurationError as exc:
         print(f"anon: {exc}", file=sys.stderr)
         return 2
+    if args.command != "serve":
+        from shared.index.embedded import linger_after_exit
+
+        linger_after_exit(settings.embedded_database_linger_seconds)
     run: Callable[[argparse.Namespace, Settings], int] = args.run
     try:
         return run(args, settings)

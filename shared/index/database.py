@@ -1,46 +1,21 @@
 """Where the PHI index lives: an external PostgreSQL (``DATABASE_URL``) or an embedded one.
 
 The embedded default runs a private PostgreSQL server (pgserver) in a folder of the data
-directory; the same SQL and the same asyncpg code run against both.
+directory (``shared.index.embedded``); the same SQL and the same asyncpg code run against
+both.
 """
 
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 
 import asyncpg
 
-# pgserver asks platformdirs for a runtime folder it does not use here; on servers without
-# XDG_RUNTIME_DIR that warns at every start and stop.
-warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+from shared.index.embedded import embedded_url
+from shared.index.errors import DatabaseUnavailable
 
-
-class DatabaseUnavailable(Exception):
-    """The PHI index database cannot be reached or started."""
-
-
-def embedded_url(data_dir: Path) -> str:
-    """Start (or reuse) the embedded PostgreSQL in ``data_dir/postgres``; returns its URL.
-
-    The server is stopped when the last process that started it exits.
-    """
-    import pgserver
-
-    folder = (data_dir / "postgres").resolve()
-    folder.mkdir(parents=True, exist_ok=True)
-    # PostgreSQL keeps its socket in this folder; sockets paths are limited to ~107 bytes.
-    if len(str(folder)) > 90:
-        raise DatabaseUnavailable(
-            f"the data directory path is too long for the embedded PostgreSQL socket "
-            f"({len(str(folder))} characters); use a shorter --data-dir or set DATABASE_URL"
-        )
-    try:
-        server = pgserver.get_server(folder)  # type: ignore[attr-defined]
-    except Exception as exc:
-        raise DatabaseUnavailable(f"the embedded PostgreSQL did not start: {exc}") from exc
-    return str(server.get_uri())
+__all__ = ["DatabaseUnavailable", "create_pool", "embedded_url", "resolve_url"]
 
 
 def resolve_url(data_dir: Path | None, url: str | None = None) -> str:

@@ -3,7 +3,14 @@
 Messages carry object keys and metadata as JSON, never DICOM bytes. See
 :mod:`shared.messaging.base` for the delivery contract and
 :mod:`shared.messaging.topology` for the queues.
+
+The RabbitMQ classes are imported on first use: aio-pika is slow to import, and commands
+that only need the queue names should not pay for it.
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from shared.messaging.base import (
     Broker,
@@ -14,7 +21,6 @@ from shared.messaging.base import (
     Message,
 )
 from shared.messaging.memory import MemoryBroker, MemoryConsumer
-from shared.messaging.rabbit import RabbitBroker, RabbitConsumer
 from shared.messaging.topology import (
     ANONYMIZE,
     DEAD_LETTER,
@@ -46,3 +52,14 @@ __all__ = [
     "RabbitConsumer",
     "Topology",
 ]
+
+if TYPE_CHECKING:
+    from shared.messaging.rabbit import RabbitBroker, RabbitConsumer
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("RabbitBroker", "RabbitConsumer"):
+        from shared.messaging import rabbit
+
+        return getattr(rabbit, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,5 @@
+"""What can go wrong with the PHI index, importable without a database driver."""
+
+
+class DatabaseUnavailable(Exception):
+    """The PHI index database cannot be reached or started."""
