@@ -19,8 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from services.cli.deidentify_folder import prepare_index
-from services.cli.rt_batch import BatchOptions, run_batch
+from shared.index.connect import open_index
+from shared.rt.batch import BatchOptions, run_batch
 from tests import synth
 
 CT_SLICES = 200
@@ -52,6 +52,13 @@ def build_set(corpus: Path) -> tuple[Path, float]:
     return root, time.perf_counter() - start
 
 
+async def _prepare_index(data_dir: Path) -> str:
+    """Start, create and migrate the embedded index of ``data_dir``; its URL."""
+    opened = await open_index(data_dir, None, None, max_connections=1)
+    await opened.close()
+    return opened.url
+
+
 def _stop_embedded(data_dir: Path) -> None:
     """Stop the embedded PostgreSQL of ``data_dir`` before its folder is removed (it would
     otherwise outlive the benchmark, unable to find its folder to stop cleanly)."""
@@ -74,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     files = sorted(p for p in root.rglob("*") if p.is_file())
     size = sum(p.stat().st_size for p in files)
     data_dir = Path(tempfile.mkdtemp(prefix="bench-rt-index-"))
-    url = asyncio.run(prepare_index(data_dir, None, None)).url
+    url = asyncio.run(_prepare_index(data_dir))
     samples: list[float] = []
     try:
         for attempt in range(args.repeat + 1):
@@ -82,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 options = BatchOptions(
                     root=root, out=out, data_dir=data_dir, database_url=url,
-                    jobs=max(1, args.jobs), progress=False,
+                    jobs=max(1, args.jobs),
                 )
                 start = time.perf_counter()
                 summary = run_batch(options)

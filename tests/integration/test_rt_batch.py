@@ -411,6 +411,6 @@ def test_output_passes_dciodvfy_and_dcentvfy(tmp_path: Path, index_env: str) -> 
 def test_synthetic_birth_date_keeps_the_age(
     age: str, birth: str, study: str, offset: int, expected: str
 ) -> None:
-    from services.cli.rt_batch import synthetic_birth_date
+    from shared.rt.batch_rules import synthetic_birth_date
 
     assert synthetic_birth_date(age, birth, study, offset) == expected

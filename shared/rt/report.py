@@ -1,0 +1,124 @@
+"""What the RT batch tells its operator: the report file, the tracking file and the
+summary.
+
+The report names set folders, UIDs and problems, never a patient's name or ID; the
+tracking file is the one place linking original and new patient IDs.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from shared.rt.batch_rules import output_folder
+from shared.rt.checks import Problem
+
+if TYPE_CHECKING:
+    from shared.rt.batch import BatchSummary, SetResult
+
+REPORT_NAME = "rt_batch_report.txt"
+TRACKING_HEADER = ["original_patient_id", "new_patient_id", "original_plan_id", "hospital"]
+
+
+def tracking_path(out: Path) -> Path:
+    """Today's tracking file in the output folder."""
+    return out / f"tracking_{date.today():%Y%m%d}.csv"
+
+
+def write_tracking(out: Path, processed: list[SetResult], hospital: str) -> Path:
+    """Write ``tracking_YYYYMMDD.csv``: the rows of this run, replacing rows of the same new
+    IDs that an earlier run of the day wrote and keeping the others, sorted by new ID."""
+    path = tracking_path(out)
+    rows: dict[str, list[str]] = {}
+    if path.exists():
+        with path.open(newline="", encoding="utf-8") as handle:
+            for row in list(csv.reader(handle))[1:]:
+                if len(row) == len(TRACKING_HEADER):
+                    rows[row[1]] = row
+    for result in processed:
+        rows[result.new_id] = [result.original_patient_id, result.new_id, result.plan_label,
+                               hospital]
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.unlink(missing_ok=True)
+    with temporary.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(TRACKING_HEADER)
+        writer.writerows(rows[key] for key in sorted(rows))
+    os.replace(temporary, path)
+    return path
+
+
+def problem_line(problem: Problem) -> str:
+    """A problem as the report and the console word it."""
+    return f"[{problem.code}] {problem.detail}"
+
+
+def summary_lines(summary: BatchSummary) -> list[str]:
+    """The counts of a run and where its files are: the end of the report and of what the
+    command prints."""
+    lines = [
+        f"sets done:     {summary.done}",
+        f"sets forced:   {summary.count('forced')}",
+        f"sets skipped:  {summary.count('skipped')}",
+        f"sets failed:   {summary.count('failed')}",
+        f"objects:       {summary.objects}",
+        f"seconds:       {summary.seconds:.2f}",
+    ]
+    if summary.report is not None:
+        lines.append(f"report:        {summary.report}")
+    if summary.tracking is not None:
+        lines.append(f"tracking file: {summary.tracking}")
+    return lines
+
+
+def _set_lines(result: SetResult) -> list[str]:
+    """The report's block of one set."""
+    head = f"set {result.folder.name}: {result.status}"
+    if result.number:
+        head += (f" -> {output_folder(result.number)} ({result.new_id}), "
+                 f"{result.written} objects written")
+    lines = [head]
+    if result.problems:
+        verb = "problems (processed anyway)" if result.number else "problems"
+        lines.append(f"  {verb}: {len(result.problems)}")
+        lines += [f"    problem {problem_line(p)}" for p in result.problems]
+    lines += [f"    error {e}" for e in result.errors]
+    lines += [f"    output error {problem_line(p)}" for p in result.output_problems]
+    lines += [f"    output still has {problem_line(p)}" for p in result.carried_problems]
+    if result.number and not result.output_problems and not result.errors:
+        lines.append("  output check: passed, every required reference resolves within "
+                     "the output set" if not result.carried_problems else
+                     "  output check: no problem beyond those of the input")
+        if result.optional_dangling:
+            lines.append(f"  note: {result.optional_dangling} optional references "
+                         "(reference images of the plan) point outside the set, as in "
+                         "the input")
+    for scanned in result.files:
+        if scanned.error:
+            relative = Path(scanned.path).relative_to(result.folder)
+            lines.append(f"  file {relative} {scanned.error}")
+    return lines
+
+
+def write_report(path: Path, summary: BatchSummary, *, force: bool) -> Path:
+    """Write the report: per set its status, new ID and folder, every problem of the
+    input, every error, what the output check found, and the files not used."""
+    lines = [
+        "anon rt-batch report",
+        f"date: {date.today():%Y-%m-%d}",
+        f"force: {'yes' if force else 'no'}",
+        "",
+    ]
+    for result in summary.sets:
+        lines += _set_lines(result)
+    lines += ["", *summary_lines(summary)]
+    # Through a new file and a rename: a link left where the report goes is replaced,
+    # never written through.
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.unlink(missing_ok=True)
+    temporary.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    os.replace(temporary, path)
+    return path
