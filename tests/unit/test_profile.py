@@ -1,4 +1,4 @@
-"""The profile follows PS3.15 E.1-1, and the README's table is what the engine does."""
+"""The profile follows PS3.15 E.1-1, and the table in docs/profile.md is what the engine does."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from shared.deid.profile import build_profile, code_for
 from shared.deid.rules import Kind
 from shared.deid.standard import profile_rows, safe_private
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+PROFILE_DOC = Path(__file__).resolve().parents[2] / "docs" / "profile.md"
 
 
 def test_tables_are_complete() -> None:
@@ -18,12 +18,12 @@ def test_tables_are_complete() -> None:
     assert len({s.creator for s in safe_private()}) == 20
 
 
-def test_readme_table_is_generated_from_the_engine() -> None:
-    text = README.read_text(encoding="utf-8")
+def test_profile_doc_table_is_generated_from_the_engine() -> None:
+    text = PROFILE_DOC.read_text(encoding="utf-8")
     start = text.index("<!-- profile-table:start -->\n") + len("<!-- profile-table:start -->\n")
     end = text.index("<!-- profile-table:end -->")
     assert text[start:end] == profile_markdown(ProfileOptions.ricord()), (
-        "README table is stale: regenerate it with `anon profile --markdown`"
+        "docs/profile.md table is stale: regenerate it with `anon profile --markdown`"
     )
 
 
