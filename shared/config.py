@@ -42,41 +42,66 @@ class Settings(BaseSettings):
 
     # Broker
     amqp_url: str | None = Field(default=None, description="RabbitMQ URL; unset: in-process")
-    queue_prefix: str = ""
-    max_deliveries: int = Field(default=5, ge=1, le=100)
+    queue_prefix: str = Field(
+        default="", description="prefix of every queue and exchange name (systems sharing a broker)"
+    )
+    max_deliveries: int = Field(
+        default=5, ge=1, le=100, description="deliveries of a message before it is dead-lettered"
+    )
     retry_delay_seconds: float = Field(
         default=5.0, ge=0.001, description="wait after a failed delivery, doubled per failure"
     )
-    retry_max_delay_seconds: float = Field(default=300.0, ge=0.001, description="longest wait")
+    retry_max_delay_seconds: float = Field(
+        default=300.0, ge=0.001, description="longest wait between deliveries"
+    )
     incoming_retention_days: float = Field(
         default=0.0, ge=0, description="days a processed received object is kept; 0: none"
     )
 
     # Object store
     s3_endpoint: str | None = Field(default=None, description="host:port of MinIO/S3")
-    s3_access_key: str = ""
-    s3_secret_key: str = ""
-    s3_secure: bool = False
-    bucket_incoming: str = "incoming"
-    bucket_deidentified: str = "deidentified"
-    bucket_quarantine: str = "quarantine"
-    bucket_exports: str = "exports"
+    s3_access_key: str = Field(default="", description="access key of the object store")
+    s3_secret_key: str = Field(default="", description="secret key of the object store")
+    s3_secure: bool = Field(default=False, description="true: TLS to the object store")
+    bucket_incoming: str = Field(default="incoming", description="received objects, as sent (PHI)")
+    bucket_deidentified: str = Field(default="deidentified", description="de-identified objects")
+    bucket_quarantine: str = Field(
+        default="quarantine", description="refused objects with their reasons (PHI)"
+    )
+    bucket_exports: str = Field(default="exports", description="exports (planned)")
 
     # Storage SCP
-    scp_host: str = "0.0.0.0"
-    scp_port: int = Field(default=11112, ge=1, le=65535)
-    scp_ae_title: str = "ANONSCP"
+    scp_host: str = Field(default="0.0.0.0", description="address the Storage SCP listens on")
+    scp_port: int = Field(default=11112, ge=1, le=65535, description="Storage SCP port")
+    scp_ae_title: str = Field(default="ANONSCP", description="Storage SCP AE title")
     scp_allowed_aets: str = Field(default="", description="comma-separated; empty: any")
     scp_allowed_hosts: str = Field(
         default="", description="comma-separated addresses or networks; empty: any"
     )
-    scp_spool_dir: Path | None = None
-    scp_max_associations: int = Field(default=32, ge=1, le=1000)
-    scp_max_pdu_size: int = Field(default=16382, ge=0, le=0xFFFFFFFF, description="0: none")
-    scp_acse_timeout: float = Field(default=30.0, gt=0, description="seconds; also ARTIM")
-    scp_dimse_timeout: float = Field(default=30.0, gt=0, description="seconds")
-    scp_network_timeout: float = Field(default=60.0, gt=0, description="seconds idle")
-    scp_store_timeout: float = Field(default=60.0, gt=0, description="seconds per C-STORE")
+    scp_spool_dir: Path | None = Field(
+        default=None,
+        description="folder receiving C-STORE data sets, swept at start; unset: system temp",
+    )
+    scp_max_associations: int = Field(
+        default=32, ge=1, le=1000, description="associations at once; one more is rejected"
+    )
+    scp_max_pdu_size: int = Field(
+        default=16382, ge=0, le=0xFFFFFFFF,
+        description="largest P-DATA PDU received, in bytes; 0: no limit",
+    )
+    scp_acse_timeout: float = Field(
+        default=30.0, gt=0, description="seconds for association requests and releases; ARTIM"
+    )
+    scp_dimse_timeout: float = Field(
+        default=30.0, gt=0, description="seconds waiting for an expected DIMSE message"
+    )
+    scp_network_timeout: float = Field(
+        default=60.0, gt=0, description="seconds idle before an association is aborted"
+    )
+    scp_store_timeout: float = Field(
+        default=60.0, gt=0,
+        description="seconds to store and announce one C-STORE, then Out of Resources",
+    )
     max_object_bytes: int = Field(
         default=4 << 30, ge=1, description="largest object taken in; larger ones refused"
     )
@@ -86,13 +111,23 @@ class Settings(BaseSettings):
         default="retain_longitudinal_modified_dates,retain_patient_characteristics",
         description="comma-separated PS3.15 options of the built-in profile",
     )
-    script_path: Path | None = None
-    script_dialect: str = "auto"
-    filter_path: Path | None = None
-    lookup_table: Path | None = None
-    accept_structured_reports: bool = False
-    accept_secondary_captures: bool = False
-    worker_concurrency: int = Field(default=4, ge=1, le=64)
+    script_path: Path | None = Field(
+        default=None, description="CTP anonymizer script instead of the built-in profile"
+    )
+    script_dialect: str = Field(default="auto", description="script rules: auto, ctp or rsna")
+    filter_path: Path | None = Field(
+        default=None, description="CTP filter script; objects it refuses are quarantined"
+    )
+    lookup_table: Path | None = Field(default=None, description="lookup table for @lookup")
+    accept_structured_reports: bool = Field(
+        default=False, description="de-identify Structured Reports (else refused)"
+    )
+    accept_secondary_captures: bool = Field(
+        default=False, description="de-identify Secondary Captures (else refused)"
+    )
+    worker_concurrency: int = Field(
+        default=4, ge=1, le=64, description="objects in flight per worker process"
+    )
     accept_burned_in_annotation: bool = Field(
         default=False,
         description="de-identify objects marked Burned In Annotation YES (else quarantined)",
@@ -102,12 +137,16 @@ class Settings(BaseSettings):
     max_inflated_bytes: int = Field(
         default=1 << 30, ge=1024, description="largest inflated size of a deflated data set"
     )
-    max_nesting_depth: int = Field(default=64, ge=1, le=200, description="deepest sequences")
+    max_nesting_depth: int = Field(
+        default=64, ge=1, le=200, description="deepest nesting of sequences"
+    )
 
     # Operations
-    health_host: str = "0.0.0.0"
-    health_port: int = Field(default=8080, ge=0, le=65535)
-    log_level: str = "INFO"
+    health_host: str = Field(default="0.0.0.0", description="address of the health server")
+    health_port: int = Field(
+        default=8080, ge=0, le=65535, description="port of /livez, /readyz and /metrics"
+    )
+    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR")
 
     @field_validator("site_id")
     @classmethod
@@ -181,6 +220,30 @@ class Settings(BaseSettings):
 
 def _split(value: str) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def settings_markdown() -> str:
+    """The environment variables of :class:`Settings` as a Markdown table (variable,
+    default, meaning), from the fields' defaults and descriptions; docs/operations.md holds
+    it between its ``settings-table`` markers."""
+    lines = ["| Variable | Default | Meaning |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        meaning = (field.description or "").replace("|", "\\|")
+        lines.append(f"| `{name.upper()}` | {_default_text(field.default)} | {meaning} |")
+    return "\n".join(lines) + "\n"
+
+
+def _default_text(value: object) -> str:
+    """A default as it would be written in the environment."""
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if isinstance(value, float):
+        return f"`{value:g}`"
+    if isinstance(value, str) and not value:
+        return "empty"
+    return f"`{value}`"
 
 
 def load_settings(**overrides: object) -> Settings:
