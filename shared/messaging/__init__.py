@@ -54,12 +54,17 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from shared.messaging.rabbit import RabbitBroker, RabbitConsumer
+    from shared.messaging.rabbit import RabbitBroker
+    from shared.messaging.rabbit_consumer import RabbitConsumer
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("RabbitBroker", "RabbitConsumer"):
-        from shared.messaging import rabbit
+    if name == "RabbitBroker":
+        from shared.messaging.rabbit import RabbitBroker
 
-        return getattr(rabbit, name)
+        return RabbitBroker
+    if name == "RabbitConsumer":
+        from shared.messaging.rabbit_consumer import RabbitConsumer
+
+        return RabbitConsumer
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

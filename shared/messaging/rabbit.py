@@ -12,6 +12,7 @@ without the broker's confirmation. Handlers running when their connection is los
 cancelled, because the broker has already put their messages back in the queue. A
 redelivery that arrives while an earlier delivery of the same message is still being
 handled in this process waits for it, and is only acknowledged if that one succeeded.
+The consumers are in :mod:`shared.messaging.rabbit_consumer`.
 
 A message whose handler fails is published again (confirmed) to the retry queue of its
 delay and then acknowledged; the retry queue hands it back to the work queue when the
@@ -37,7 +38,6 @@ from urllib.parse import unquote, urlsplit
 
 import aio_pika
 import aiormq
-import pamqp.exceptions
 from aio_pika.abc import (
     AbstractIncomingMessage,
     AbstractQueue,
@@ -53,6 +53,7 @@ from shared.messaging.base import (
     decode_body,
     encode_body,
 )
+from shared.messaging.rabbit_consumer import CONNECTION_ERRORS, RabbitConsumer, settle
 from shared.messaging.retry import DependencyCheck, DependencyGate
 from shared.messaging.topology import DEAD_LETTER, WORK_QUEUES, Topology
 
@@ -60,19 +61,8 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# What the client raises when the connection or a channel is not usable.
-_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
-    aiormq.exceptions.AMQPError,
-    aiormq.exceptions.ChannelInvalidStateError,
-    pamqp.exceptions.PAMQPException,
-    ConnectionError,
-    OSError,
-)
-_SETTLE_ERRORS: tuple[type[BaseException], ...] = (
-    *_CONNECTION_ERRORS,
-    aio_pika.exceptions.MessageProcessError,
-)
-_CONNECT_ERRORS: tuple[type[BaseException], ...] = (*_CONNECTION_ERRORS, RuntimeError)
+# What connecting raises when RabbitMQ cannot be reached.
+_CONNECT_ERRORS: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, RuntimeError)
 # Deliveries a message had before it was published again for a retry.
 DELIVERIES_HEADER = "x-deliveries"
 
@@ -84,133 +74,6 @@ class _Execution:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     users: int = 0
     succeeded: bool = False
-
-
-class RabbitConsumer:
-    """A handler attached to one queue over a channel of its own."""
-
-    def __init__(
-        self,
-        broker: RabbitBroker,
-        queue: str,
-        handler: Handler,
-        channel: AbstractRobustChannel,
-        amqp_queue: AbstractQueue,
-    ) -> None:
-        self._broker = broker
-        self._queue = queue
-        self._handler = handler
-        self._channel = channel
-        self._amqp_queue = amqp_queue
-        self._tag = ""
-        self._running: set[asyncio.Task[Any]] = set()
-        self._cancelled = False
-
-    async def _start(self) -> None:
-        self._channel.close_callbacks.add(self._channel_lost)
-        self._tag = await self._amqp_queue.consume(self._on_message, no_ack=False)
-
-    def _channel_lost(self, _channel: object, _exc: BaseException | None) -> None:
-        # The broker returns unacknowledged messages when a channel goes away; their
-        # handlers' results could not be acknowledged any more.
-        for task in list(self._running):
-            task.cancel()
-
-    async def _on_message(self, incoming: AbstractIncomingMessage) -> None:
-        if self._cancelled:
-            # Arrived while cancelling: closing the channel puts it back in the queue.
-            return
-        task = asyncio.current_task()
-        if task is not None:
-            self._running.add(task)
-        try:
-            await self._process(incoming)
-        finally:
-            if task is not None:
-                self._running.discard(task)
-
-    async def _process(self, incoming: AbstractIncomingMessage) -> None:
-        try:
-            message = self._broker._decode(incoming, self._queue)
-        except ValueError as exc:
-            log.error(
-                "message %s on %s is not a JSON object, dead-lettered: %s",
-                incoming.message_id,
-                self._queue,
-                exc,
-            )
-            await _settle(incoming.reject(requeue=False), "reject", incoming)
-            return
-        async with self._broker._exclusive(message.message_id) as execution:
-            if execution.succeeded:
-                log.info(
-                    "message %s on %s already handled by an earlier delivery",
-                    message.message_id,
-                    self._queue,
-                )
-                await _settle(incoming.ack(), "acknowledge", incoming)
-                return
-            gate = self._broker._gate
-            while True:
-                await gate.wait_open()
-                try:
-                    await self._handler(message)
-                    break
-                except Exception as exc:
-                    outage = await gate.outage()
-                    # Only the exception's type: its text could quote identifying data.
-                    log.warning(
-                        "handler for %s failed on delivery %d of %d of message %s: %s%s",
-                        self._queue,
-                        message.delivery_count,
-                        self._broker.topology.max_deliveries,
-                        message.message_id,
-                        type(exc).__name__,
-                        " during an outage (not counted; it waits)" if outage else "",
-                    )
-                    log.debug("handler failure", exc_info=True)
-                    if not outage:
-                        await self._broker._retry_later(incoming, message)
-                        return
-            execution.succeeded = True
-            await _settle(incoming.ack(), "acknowledge", incoming)
-
-    async def cancel(self) -> None:
-        """Stop receiving, give running handlers the broker's grace period, close the channel.
-
-        Handlers still running after the grace period are cancelled; their messages go back
-        to the queue when the channel closes.
-        """
-        if self._cancelled:
-            return
-        self._cancelled = True
-        self._broker._consumers.discard(self)
-        with contextlib.suppress(*_CONNECTION_ERRORS, TimeoutError):
-            async with asyncio.timeout(self._broker.operation_timeout):
-                await self._amqp_queue.cancel(self._tag)
-        others = self._running - {asyncio.current_task()}
-        if others:
-            _, pending = await asyncio.wait(others, timeout=self._broker.grace)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending, timeout=self._broker.operation_timeout)
-        with contextlib.suppress(*_CONNECTION_ERRORS, TimeoutError):
-            async with asyncio.timeout(self._broker.operation_timeout):
-                await self._channel.close()
-
-
-async def _settle(action: Awaitable[None], what: str, incoming: AbstractIncomingMessage) -> None:
-    """Acknowledge, return or reject; a lost channel means the broker redelivers anyway."""
-    try:
-        await action
-    except _SETTLE_ERRORS as exc:
-        log.warning(
-            "could not %s message %s (%s); the broker will deliver it again",
-            what,
-            incoming.message_id,
-            type(exc).__name__,
-        )
 
 
 async def _close_quietly(channel: AbstractRobustChannel) -> None:
@@ -286,7 +149,7 @@ class RabbitBroker:
             ) from exc
         except aiormq.exceptions.ChannelPreconditionFailed as exc:
             raise BrokerError(f"RabbitMQ at {self.where}: {what}: {exc}") from exc
-        except _CONNECTION_ERRORS as exc:
+        except CONNECTION_ERRORS as exc:
             raise self._unavailable(what, exc) from exc
         except asyncio.CancelledError as exc:
             task = asyncio.current_task()
@@ -408,14 +271,14 @@ class RabbitBroker:
         """After a counted failure: dead-letter the message if it had its deliveries, else
         publish it to the retry queue of its delay and acknowledge this delivery."""
         if message.queue not in WORK_QUEUES:  # the dead-letter queue: no retry queues
-            await _settle(incoming.nack(requeue=True), "return", incoming)
+            await settle(incoming.nack(requeue=True), "return", incoming)
             return
         if message.delivery_count >= self.topology.max_deliveries:
             log.error(
                 "message %s dead-lettered after %d deliveries on %s",
                 message.message_id, message.delivery_count, message.queue,
             )
-            await _settle(incoming.reject(requeue=False), "reject", incoming)
+            await settle(incoming.reject(requeue=False), "reject", incoming)
             return
         retry_queue = self.topology.retry_queue_name(message.queue, message.delivery_count)
         try:
@@ -427,9 +290,9 @@ class RabbitBroker:
         except BrokerError as exc:
             log.warning("message %s not delayed (%s); returned at once",
                         message.message_id, type(exc).__name__)
-            await _settle(incoming.nack(requeue=True), "return", incoming)
+            await settle(incoming.nack(requeue=True), "return", incoming)
             return
-        await _settle(incoming.ack(), "acknowledge", incoming)
+        await settle(incoming.ack(), "acknowledge", incoming)
 
     async def consume(self, queue: str, handler: Handler, prefetch: int = 4) -> RabbitConsumer:
         """Start handling the messages of ``queue`` on a new channel with QoS ``prefetch``."""
