@@ -51,7 +51,7 @@ import asyncpg
 import pydicom
 
 from benchmarks.corpus import CorpusSpec, build_corpus
-from services.cli.deidentify_folder import JobSettings, _Worker, prepare_index
+from shared.batch.deidentify import FileWorker, JobSettings, prepare_index
 from shared.deid.options import ProfileOptions
 
 CORPORA = (CorpusSpec("small", 2000, 64), CorpusSpec("large", 500, 512))
@@ -65,7 +65,7 @@ def bare_pydicom(files: list[Path], out: Path) -> None:
         ds.save_as(out / f"{n}.dcm")
 
 
-def run_worker(worker: _Worker, files: list[Path], out: Path) -> None:
+def run_worker(worker: FileWorker, files: list[Path], out: Path) -> None:
     worker.settings = dataclasses.replace(worker.settings, out=out)
     for n, path in enumerate(files):
         result = worker.process(n, path)
@@ -160,7 +160,7 @@ def inner_cold(databases: Databases, files: list[Path], repeat: int) -> float:
             out = scratch / "out"
             try:
                 asyncio.run(prepare_index(scratch, url, None))
-                worker = _Worker(JobSettings(url, ProfileOptions.ricord(), out))
+                worker = FileWorker(JobSettings(url, ProfileOptions.ricord(), out))
                 try:
                     start = time.perf_counter()
                     run_worker(worker, files, out)
@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         warm_url = databases.fresh()
         scratch = Path(tempfile.mkdtemp(prefix="bench-index-"))
         asyncio.run(prepare_index(scratch, warm_url, None))
-        worker = _Worker(JobSettings(warm_url, ProfileOptions.ricord(), scratch / "out"))
+        worker = FileWorker(JobSettings(warm_url, ProfileOptions.ricord(), scratch / "out"))
         try:
             for spec in corpora:
                 if spec.count == 0:

@@ -156,7 +156,7 @@ def _database(folder: Path) -> tuple[str, Path | None]:
     configured = os.environ.get("DATABASE_URL")
     if configured:
         return configured, None
-    from services.cli.deidentify_folder import prepare_index
+    from shared.batch.deidentify import prepare_index
 
     data_dir = folder / "index"
     return asyncio.run(prepare_index(data_dir, None, None)).url, data_dir

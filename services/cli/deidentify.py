@@ -7,14 +7,14 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from services.cli.deidentify_folder import deidentify_files
 from services.cli.options import add_profile_arguments, profile_options
 from shared.batch.files import DEFAULT_EXTENSIONS, ExtensionFilter, collect
-from shared.config import Settings
-from shared.deid.ctp_filter import FilterScript, ObjectFilter
-from shared.deid.ctp_script import load_script
-from shared.deid.lookup import LookupTable
+
+if TYPE_CHECKING:
+    from shared.batch.deidentify import Summary
+    from shared.config import Settings
 
 NAME = "deidentify"
 HELP = "de-identify files and folders"
@@ -60,33 +60,22 @@ def add_arguments(deid: argparse.ArgumentParser) -> None:
     add_profile_arguments(deid)
 
 
-def build_object_filter(args: argparse.Namespace) -> ObjectFilter:
-    """The filter switches and script; an unreadable or invalid script is refused here."""
-    script = None
-    if args.filter is not None:
-        try:
-            script = FilterScript.parse(args.filter.read_text(encoding="utf-8"))
-        except ValueError as exc:
-            raise ValueError(f"{args.filter}: {exc}") from None
-    return ObjectFilter(
-        script=script,
-        reject_structured_reports=not args.accept_structured_reports,
-        reject_secondary_captures=not args.accept_secondary_captures,
-        reject_identifying_pixels=not args.accept_burned_in_annotation,
-    )
-
-
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    from services.cli.progress import BarProgress
+    from shared.batch.deidentify import check_script, deidentify_files, load_object_filter
+
     data_dir = args.data_dir or settings.data_dir
     try:
         accept = ExtensionFilter(args.extensions)
         files = collect(args.sources, accept, args.recursive)
         options = profile_options(args)
-        object_filter = build_object_filter(args)
-        if args.script is not None:
-            load_script(args.script, args.script_dialect)  # refuse a bad script before any work
-        if args.lookup_table is not None:
-            LookupTable.load(args.lookup_table)
+        object_filter = load_object_filter(
+            args.filter,
+            reject_structured_reports=not args.accept_structured_reports,
+            reject_secondary_captures=not args.accept_secondary_captures,
+            reject_identifying_pixels=not args.accept_burned_in_annotation,
+        )
+        check_script(args.script, args.script_dialect, args.lookup_table)
     except (ValueError, OSError) as exc:
         print(f"anon deidentify: {exc}", file=sys.stderr)
         return 2
@@ -98,11 +87,28 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print("anon deidentify: no input files match", file=sys.stderr)
         return 1
     quarantine = args.quarantine or data_dir / "quarantine" / time.strftime("%Y%m%d-%H%M%S")
-    summary = deidentify_files(
-        files, args.out, quarantine, options, data_dir,
-        database_url=settings.database_url, site_id=settings.site_id,
-        jobs=max(1, args.jobs), progress=not args.no_progress, object_filter=object_filter,
-        script=args.script, script_dialect=args.script_dialect, lookup_table=args.lookup_table,
-    )
-    print("\n".join(summary.lines()))
+    with BarProgress(enabled=not args.no_progress) as progress:
+        summary = deidentify_files(
+            files, args.out, quarantine, options, data_dir,
+            database_url=settings.database_url, site_id=settings.site_id,
+            jobs=max(1, args.jobs), progress=progress, object_filter=object_filter,
+            script=args.script, script_dialect=args.script_dialect,
+            lookup_table=args.lookup_table,
+        )
+    print("\n".join(summary_lines(summary)))
     return 0
+
+
+def summary_lines(summary: Summary) -> list[str]:
+    """The counts and the report's path."""
+    lines = [
+        f"accepted:  {summary.accepted}",
+        f"rejected:  {summary.rejected}",
+        f"patients:  {len(summary.patients)}",
+        f"studies:   {len(summary.studies)}",
+        f"seconds:   {summary.seconds:.2f}",
+        f"files/s:   {summary.files_per_second:.1f}",
+    ]
+    if summary.report is not None:
+        lines.append(f"rejected files and reasons: {summary.report}")
+    return lines

@@ -1,29 +1,28 @@
-"""``anon deidentify``: de-identify files and folders into an output tree.
+"""De-identifying a collection of files into an output tree, with a pool of processes.
 
-Work is spread over processes (``--jobs``), each with its own connection to the PHI index.
-Patients are allocated in the order they first appear in the sorted input before any
-object is written, so the pseudonyms do not depend on the number of processes; UIDs and
-dates are keyed functions of the site secret, so re-running gives identical files.
-Originals are only read. Rejected files are copied to the quarantine folder and listed
-with their reason in its ``rejected.csv``.
+Each process has its own connection to the PHI index and its own
+:class:`~shared.deid.pseudonymizer.Pseudonymizer`. With more than one process, patients
+are allocated in the order they first appear in the input before any object is written,
+so the pseudonyms do not depend on the number of processes; UIDs and dates are keyed
+functions of the site secret, so re-running gives identical files. Inputs are only read.
+Refused inputs are copied to the quarantine folder and listed with their reason in its
+``rejected.csv`` (:mod:`shared.batch.rejected`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import csv
-import multiprocessing
 import os
-import shutil
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
-from tqdm import tqdm
 
-from shared.deid.ctp_filter import ObjectFilter
+from shared.batch.pool import map_chunks, start_pool
+from shared.batch.progress import NoProgress, Progress
+from shared.batch.rejected import Rejection, write_quarantine
+from shared.deid.ctp_filter import FilterScript, ObjectFilter
 from shared.deid.ctp_rules import compile_script
 from shared.deid.ctp_script import load_script
 from shared.deid.engine import identity
@@ -39,7 +38,12 @@ from shared.index.database import DatabaseUnavailable
 from shared.index.phi_index import patient_key
 from shared.storage.keys import UnsafePath, safe_path
 
-CHUNK = 16
+CHUNK = 16  # files per task sent to a process
+
+# A file's position in the run and its path; what a process is sent.
+Item = tuple[int, str]
+# A file's position, its patient key and name (what the allocation before the run needs).
+Scanned = tuple[int, tuple[str, str], str]
 
 
 @dataclass(frozen=True)
@@ -55,15 +59,52 @@ class JobSettings:
     lookup_table: Path | None = None
 
     def rules(self, site_id: str) -> RuleSet:
-        """The rule set every process compiles for itself (scripts are checked before)."""
+        """The rule set every process compiles for itself (see :func:`check_script`)."""
         if self.script is None:
             return build_profile(self.options)
         lookup = LookupTable.load(self.lookup_table) if self.lookup_table else None
         return compile_script(load_script(self.script, self.script_dialect), site_id, lookup)
 
 
+def load_object_filter(
+    filter_script: Path | None = None,
+    *,
+    reject_structured_reports: bool = True,
+    reject_secondary_captures: bool = True,
+    reject_identifying_pixels: bool = True,
+) -> ObjectFilter:
+    """The filter of a run: the switches and a CTP DicomFilter script file. Raises
+    ``ValueError`` naming the file when the script cannot be parsed, ``OSError`` when it
+    cannot be read."""
+    script = None
+    if filter_script is not None:
+        try:
+            script = FilterScript.parse(filter_script.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise ValueError(f"{filter_script}: {exc}") from None
+    return ObjectFilter(
+        script=script,
+        reject_structured_reports=reject_structured_reports,
+        reject_secondary_captures=reject_secondary_captures,
+        reject_identifying_pixels=reject_identifying_pixels,
+    )
+
+
+def check_script(
+    script: Path | None, dialect: str = "auto", lookup_table: Path | None = None
+) -> None:
+    """Refuse an anonymizer script or lookup table that every process would refuse, before
+    any work: ``ValueError`` (``ScriptLoadError``, naming the file) or ``OSError``."""
+    if script is not None:
+        load_script(script, dialect)
+    if lookup_table is not None:
+        LookupTable.load(lookup_table)
+
+
 @dataclass(frozen=True, slots=True)
 class FileResult:
+    """What became of one input: where it was written, or (``code``) why it was refused."""
+
     index: int
     source: str
     output: str = ""
@@ -76,32 +117,23 @@ class FileResult:
 @dataclass
 class Summary:
     accepted: int = 0
-    rejected: int = 0
     patients: set[str] = field(default_factory=set)
     studies: set[str] = field(default_factory=set)
     seconds: float = 0.0
-    report: Path | None = None
+    rejections: list[Rejection] = field(default_factory=list)  # in input order
+    report: Path | None = None  # rejected.csv, when anything was refused
+
+    @property
+    def rejected(self) -> int:
+        return len(self.rejections)
 
     @property
     def files_per_second(self) -> float:
         return (self.accepted + self.rejected) / self.seconds if self.seconds else 0.0
 
-    def lines(self) -> list[str]:
-        lines = [
-            f"accepted:  {self.accepted}",
-            f"rejected:  {self.rejected}",
-            f"patients:  {len(self.patients)}",
-            f"studies:   {len(self.studies)}",
-            f"seconds:   {self.seconds:.2f}",
-            f"files/s:   {self.files_per_second:.1f}",
-        ]
-        if self.report is not None:
-            lines.append(f"rejected files and reasons: {self.report}")
-        return lines
 
-
-class _Worker:
-    """Per-process state: an event loop, a connection to the index, the pseudonymizer."""
+class FileWorker:
+    """One process's state: an event loop, a connection to the index, the pseudonymizer."""
 
     def __init__(self, settings: JobSettings) -> None:
         self.settings = settings
@@ -152,6 +184,9 @@ class _Worker:
             index, str(source), str(relative), result.patient_id, result.study_instance_uid
         )
 
+    def process_chunk(self, chunk: list[Item]) -> list[FileResult]:
+        return [self.process(i, Path(p)) for i, p in chunk]
+
     def flush(self) -> None:
         """Write the pending instance records to the index."""
         self.loop.run_until_complete(self.pseudonymizer.flush())
@@ -180,7 +215,9 @@ def _write_atomically(path: Path, data: bytes) -> None:
     os.replace(temporary, path)
 
 
-_worker: _Worker | None = None
+# --- in the pool's processes ----------------------------------------------------------------
+
+_worker: FileWorker | None = None
 _init_error: str = ""
 
 
@@ -189,28 +226,28 @@ def _init_process(settings: JobSettings) -> None:
     # it with the first chunk instead.
     global _worker, _init_error
     try:
-        _worker = _Worker(settings)
+        _worker = FileWorker(settings)
     except Exception as exc:
         _init_error = f"{exc.__class__.__name__}: {exc}"
 
 
-def _ready_worker() -> _Worker:
+def _ready_worker() -> FileWorker:
     if _worker is None:
         raise DatabaseUnavailable(f"a worker process could not start: {_init_error}")
     return _worker
 
 
-def _process_chunk(chunk: list[tuple[int, str]]) -> list[FileResult]:
+def _process_chunk(chunk: list[Item]) -> list[FileResult]:
     worker = _ready_worker()
-    results = [worker.process(i, Path(p)) for i, p in chunk]
+    results = worker.process_chunk(chunk)
     worker.flush()  # pool processes are not closed cleanly: flush with every chunk
     return results
 
 
-def _scan_chunk(chunk: list[tuple[int, str]]) -> list[tuple[int, tuple[str, str], str] | None]:
-    """The patient of each file (None for files that will be rejected anyway)."""
+def _scan_chunk(chunk: list[Item]) -> list[Scanned | None]:
+    """The patient of each file (None for files that will be refused anyway)."""
     _ready_worker()
-    found: list[tuple[int, tuple[str, str], str] | None] = []
+    found: list[Scanned | None] = []
     for i, path in chunk:
         try:
             ident = identity(parse(Path(path).read_bytes()))
@@ -222,16 +259,7 @@ def _scan_chunk(chunk: list[tuple[int, str]]) -> list[tuple[int, tuple[str, str]
     return found
 
 
-def _chunks(files: list[Path]) -> Iterator[list[tuple[int, str]]]:
-    for start in range(0, len(files), CHUNK):
-        yield [(start + k, str(p)) for k, p in enumerate(files[start : start + CHUNK])]
-
-
-async def _allocate_in_order(
-    opened: OpenIndex, scanned: list[tuple[int, tuple[str, str], str]]
-) -> None:
-    for _, key, name in sorted(scanned):
-        await opened.index.patient(key, name)
+# --- in the parent process ------------------------------------------------------------------
 
 
 def deidentify_files(
@@ -243,53 +271,65 @@ def deidentify_files(
     database_url: str | None = None,
     site_id: str | None = None,
     jobs: int = 1,
-    progress: bool = True,
+    progress: Progress | None = None,
     object_filter: ObjectFilter | None = None,
     script: Path | None = None,
     script_dialect: str = "auto",
     lookup_table: Path | None = None,
 ) -> Summary:
-    """De-identify ``files`` into ``out``; see the module docstring."""
+    """De-identify ``files`` into ``out`` with ``jobs`` processes; see the module
+    docstring. ``progress`` hears of the stages (finding patients, with more than one
+    process; de-identifying)."""
+    progress = progress or NoProgress()
     started = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     opened = asyncio.run(prepare_index(data_dir, database_url, site_id))
     settings = JobSettings(opened.url, options, out, object_filter or ObjectFilter(),
                            script, script_dialect, lookup_table)
-    results: list[FileResult] = []
-    bar = tqdm(total=len(files), unit="file", disable=not progress, desc="de-identifying")
-    try:
-        if jobs <= 1 or len(files) < 2 * CHUNK:
-            worker = _Worker(settings)
-            try:
-                for i, path in enumerate(files):
-                    results.append(worker.process(i, path))
-                    bar.update(1)
-            finally:
-                worker.close()
-        else:
-            context = multiprocessing.get_context("spawn")
-            with context.Pool(jobs, _init_process, (settings,)) as pool:
-                scanned = [
-                    s for chunk in pool.imap(_scan_chunk, _chunks(files)) for s in chunk if s
-                ]
-                asyncio.run(_allocate(opened.url, scanned))
-                for chunk_results in pool.imap_unordered(_process_chunk, _chunks(files)):
-                    results.extend(chunk_results)
-                    bar.update(len(chunk_results))
-    finally:
-        bar.close()
-    summary = Summary(seconds=time.perf_counter() - started)
-    rejected = sorted((r for r in results if r.code), key=lambda r: r.index)
+    items = [(i, str(p)) for i, p in enumerate(files)]
+    if jobs <= 1 or len(files) < 2 * CHUNK:
+        results = _in_this_process(settings, items, progress)
+    else:
+        results = _in_a_pool(settings, items, jobs, progress)
+    summary = Summary()
     for r in results:
-        if not r.code:
+        if r.code:
+            summary.rejections.append(Rejection(r.index, r.source, r.code, r.reason))
+        else:
             summary.accepted += 1
             summary.patients.add(r.patient)
             summary.studies.add(r.study)
-    summary.rejected = len(rejected)
-    if rejected:
-        summary.report = _quarantine(rejected, quarantine)
+    if summary.rejections:
+        summary.report = write_quarantine(summary.rejections, quarantine)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _in_this_process(
+    settings: JobSettings, items: list[Item], progress: Progress
+) -> list[FileResult]:
+    """In input order, so patients are allocated as they first appear."""
+    progress.stage("de-identifying", len(items))
+    worker = FileWorker(settings)
+    try:
+        return map_chunks(None, worker.process_chunk, items, progress, chunk=CHUNK)
+    finally:
+        worker.close()
+
+
+def _in_a_pool(
+    settings: JobSettings, items: list[Item], jobs: int, progress: Progress
+) -> list[FileResult]:
+    # Input order, not largest first: inputs that share a SOP Instance UID share one output
+    # file, which then holds the later of them as with one process (mostly: a pool cannot
+    # promise the order in which two processes finish).
+    with start_pool(jobs, start_method="spawn", initializer=_init_process,
+                    initargs=(settings,)) as pool:
+        progress.stage("finding patients", len(items))
+        scanned = map_chunks(pool, _scan_chunk, items, progress, chunk=CHUNK)
+        asyncio.run(_allocate(settings.database_url, [s for s in scanned if s is not None]))
+        progress.stage("de-identifying", len(items))
+        return map_chunks(pool, _process_chunk, items, progress, chunk=CHUNK)
 
 
 async def prepare_index(data_dir: Path, url: str | None, site_id: str | None) -> OpenIndex:
@@ -299,26 +339,11 @@ async def prepare_index(data_dir: Path, url: str | None, site_id: str | None) ->
     return opened
 
 
-async def _allocate(url: str, scanned: list[tuple[int, tuple[str, str], str]]) -> None:
+async def _allocate(url: str, scanned: list[Scanned]) -> None:
+    """Each patient, in the order it first appears in the input."""
     opened = await open_index(None, url, max_connections=1, run_migrations=False)
     try:
-        await _allocate_in_order(opened, scanned)
+        for _, key, name in sorted(scanned):
+            await opened.index.patient(key, name)
     finally:
         await opened.close()
-
-
-def _quarantine(rejected: list[FileResult], folder: Path) -> Path:
-    """Copy rejected inputs (they may hold PHI) and write the report beside them."""
-    folder.mkdir(parents=True, exist_ok=True)
-    report = folder / "rejected.csv"
-    with report.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["source", "quarantined_as", "reason_code", "reason"])
-        for r in rejected:
-            copy = folder / f"{r.index:06d}_{Path(r.source).name}"
-            try:
-                shutil.copyfile(r.source, copy)
-            except OSError:
-                copy = Path("")
-            writer.writerow([r.source, copy.name, r.code, r.reason])
-    return report
