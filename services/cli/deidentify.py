@@ -99,8 +99,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+SHOWN_REJECTIONS = 5
+
+
 def summary_lines(summary: Summary) -> list[str]:
-    """The counts and the report's path."""
+    """The counts, the first few refused files with their reasons, the report's path."""
     lines = [
         f"accepted:  {summary.accepted}",
         f"rejected:  {summary.rejected}",
@@ -109,6 +112,11 @@ def summary_lines(summary: Summary) -> list[str]:
         f"seconds:   {summary.seconds:.2f}",
         f"files/s:   {summary.files_per_second:.1f}",
     ]
+    # Paths are the user's own input; reasons name the problem, never an element value.
+    lines += [f"  {r.source}: {r.reason or r.code}"
+              for r in summary.rejections[:SHOWN_REJECTIONS]]
+    if summary.rejected > SHOWN_REJECTIONS:
+        lines.append(f"  ... and {summary.rejected - SHOWN_REJECTIONS} more")
     if summary.report is not None:
         lines.append(f"rejected files and reasons: {summary.report}")
     return lines
