@@ -46,7 +46,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     or failed, 2 for unusable options."""
     from services.cli.progress import BarProgress
     from shared.rt.batch import BatchOptions, run_batch
-    from shared.rt.report import summary_lines
+    from shared.rt.report import console_lines
 
     if not args.root.is_dir():
         print(f"anon rt-batch: {args.root} is not a folder", file=sys.stderr)
@@ -68,5 +68,5 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     except ValueError as exc:
         print(f"anon rt-batch: {exc}", file=sys.stderr)
         return 2
-    print("\n".join(summary_lines(summary)))
+    print("\n".join(console_lines(summary)))
     return 0 if summary.clean else 1

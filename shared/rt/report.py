@@ -1,8 +1,8 @@
-"""What the RT batch tells its operator: the report file, the tracking file and the
-summary.
+"""What the RT batch tells its operator: the report file, the tracking file, the summary
+and the lines naming each set that is not simply done.
 
-The report names set folders, UIDs and problems, never a patient's name or ID; the
-tracking file is the one place linking original and new patient IDs.
+The report and the console lines name set folders, UIDs and problems, never a patient's
+name or ID; the tracking file is the one place linking original and new patient IDs.
 """
 
 from __future__ import annotations
@@ -72,6 +72,35 @@ def summary_lines(summary: BatchSummary) -> list[str]:
     if summary.tracking is not None:
         lines.append(f"tracking file: {summary.tracking}")
     return lines
+
+
+def _what_is_wrong(result: SetResult) -> tuple[list[str], str]:
+    """What made a set skipped, forced or failed, worded as in the report, and what those
+    things are called. A failed set fails for its errors, the others for their problems."""
+    if result.status == "failed":
+        found = [f"error {e}" for e in result.errors]
+        found += [f"output error {problem_line(p)}" for p in result.output_problems]
+        return found, "error"
+    return [problem_line(p) for p in result.problems], "problem"
+
+
+def set_notice(result: SetResult) -> str:
+    """One line naming a set that is not done: its status, folder (and output folder when
+    processed), its first problem or error and how many there are."""
+    line = f"{result.status} {result.folder.name}"
+    if result.number:
+        line += f" -> {output_folder(result.number)}"
+    found, noun = _what_is_wrong(result)
+    if found:
+        line += f": {found[0]} ({len(found)} {noun}{'' if len(found) == 1 else 's'})"
+    return line
+
+
+def console_lines(summary: BatchSummary) -> list[str]:
+    """What ``anon rt-batch`` prints: a line per set skipped, forced or failed, then the
+    summary with the paths of the report and the tracking file."""
+    notices = [set_notice(s) for s in summary.sets if s.status != "done"]
+    return [*notices, *summary_lines(summary)]
 
 
 def _set_lines(result: SetResult) -> list[str]:

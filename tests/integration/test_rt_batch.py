@@ -414,3 +414,98 @@ def test_synthetic_birth_date_keeps_the_age(
     from shared.rt.batch_rules import synthetic_birth_date
 
     assert synthetic_birth_date(age, birth, study, offset) == expected
+
+
+# -- what the console names ----------------------------------------------------------------
+
+_NOTICE = ("skipped ", "forced ", "failed ")
+
+
+def _noted(found: list[str], noun: str) -> str:
+    """What the console should say after a set's name: its first problem or error as the
+    report words it, and how many there are."""
+    return f"{found[0]} ({len(found)} {noun}{'' if len(found) == 1 else 's'})"
+
+
+def _report_items(lines: list[str], prefix: str) -> list[str]:
+    return [line.strip().removeprefix(prefix) for line in lines
+            if line.strip().startswith(prefix)]
+
+
+def _assert_no_patient_values(text: str, patients: range) -> None:
+    for index in patients:
+        assert synth.phi_for(index).patient_id not in text
+        assert synth.phi_for(index).patient_name not in text
+
+
+def test_console_names_each_skipped_set_with_its_first_problem_then_the_report(
+    tmp_path: Path, index_env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "root"
+    _broken_root(root)
+    capsys.readouterr()
+    assert _run(root, tmp_path / "data") == 1
+    printed = capsys.readouterr().out
+    lines = printed.splitlines()
+    blocks = _report_blocks(root)
+    expected = []
+    for name in sorted(blocks):
+        if blocks[name][0] != f"set {name}: skipped":
+            continue
+        problems = _report_items(blocks[name], "problem ")
+        expected.append(f"skipped {name}: {_noted(problems, 'problem')}")
+    assert len(expected) == 6
+    notices = [line for line in lines if line.startswith(_NOTICE)]
+    assert notices == expected
+    assert "sets skipped:  6" in lines
+    report = lines.index(f"report:        {root / 'rt_batch_report.txt'}")
+    assert report > lines.index(notices[-1])
+    _assert_no_patient_values(printed, range(9))
+
+
+def test_console_names_forced_and_failed_sets_with_their_first_problem(
+    tmp_path: Path, index_env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root, out = tmp_path / "root", tmp_path / "out"
+    wrong = synth.make_rt_set(n_ct=5, n_rois=2, n_beams=1, patient_index=1)
+    wrong.ct[2].FrameOfReferenceUID = synth.uid_for("another frame")
+    _write_set(root / "a_wrong_frame", wrong.all())
+    _write_set(root / "b_unwritable", synth.make_rt_set(4, 2, 1, patient_index=2).all())
+    _write_set(root / "c_good", synth.make_rt_set(4, 2, 1, patient_index=3).all())
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out.mkdir()
+    (out / "ANON_002").symlink_to(elsewhere, target_is_directory=True)
+    capsys.readouterr()
+    assert _run(root, tmp_path / "data", "--out", str(out), "--force") == 1
+    assert not any(elsewhere.iterdir())
+    printed = capsys.readouterr().out
+    lines = printed.splitlines()
+    blocks = _report_blocks(out)
+    assert blocks["a_wrong_frame"][0].startswith("set a_wrong_frame: forced -> ANON_001 ")
+    assert blocks["b_unwritable"][0].startswith("set b_unwritable: failed -> ANON_002 ")
+    assert blocks["c_good"][0].startswith("set c_good: done -> ANON_003 ")
+    problems = _report_items(blocks["a_wrong_frame"], "problem ")
+    errors = _report_items(blocks["b_unwritable"], "error ")
+    assert problems[0].startswith("[frame-of-reference-mismatch] CT ")
+    assert errors[0].startswith("not written: ")
+    assert [line for line in lines if line.startswith(_NOTICE)] == [
+        f"forced a_wrong_frame -> ANON_001: {_noted(problems, 'problem')}",
+        f"failed b_unwritable -> ANON_002: error {_noted(errors, 'error')}",
+    ]
+    assert "sets forced:   1" in lines and "sets failed:   1" in lines
+    assert lines[-2] == f"report:        {out / 'rt_batch_report.txt'}"
+    _assert_no_patient_values(printed, range(1, 4))
+
+
+def test_console_is_the_summary_alone_when_every_set_is_done(
+    tmp_path: Path, index_env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "root"
+    _write_set(root / "only", synth.make_rt_set(4, 2, 1, patient_index=5).all())
+    capsys.readouterr()
+    assert _run(root, tmp_path / "data") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "sets done:     1"
+    assert lines[-2:] == [f"report:        {root / 'rt_batch_report.txt'}",
+                          f"tracking file: {root / f'tracking_{date.today():%Y%m%d}.csv'}"]
