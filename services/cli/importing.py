@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from shared.batch.files import DEFAULT_EXTENSIONS
 
 if TYPE_CHECKING:
+    from shared.batch.importing import ImportSummary
     from shared.config import Settings
 
 NAME = "import"
@@ -30,8 +31,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
 
-    from services.cli.importer import import_cstore, import_direct
+    from services.cli.progress import BarProgress
     from shared.batch.files import ExtensionFilter, collect
+    from shared.batch.importing import import_direct
+    from shared.dimse.store import send_files
 
     try:
         files = collect(args.sources, ExtensionFilter(args.extensions), args.recursive)
@@ -41,14 +44,21 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if not files:
         print("anon import: no input files match", file=sys.stderr)
         return 1
-    progress = not args.no_progress
     try:
-        if settings.amqp_url and settings.s3_endpoint:
-            summary = asyncio.run(import_direct(files, settings, progress))
-        else:
-            summary = import_cstore(files, args.host, args.port, args.aet, progress)
+        with BarProgress(enabled=not args.no_progress) as progress:
+            if settings.amqp_url and settings.s3_endpoint:
+                summary = asyncio.run(import_direct(files, settings, progress))
+            else:
+                summary = send_files(files, args.host, args.port, args.aet, progress)
     except (ConnectionError, ValueError) as exc:
         print(f"anon import: {exc}", file=sys.stderr)
         return 3
-    print("\n".join(summary.lines()))
+    print("\n".join(summary_lines(summary)))
     return 0 if not summary.failed else 1
+
+
+def summary_lines(summary: ImportSummary) -> list[str]:
+    lines = [f"sent:        {summary.sent}", f"quarantined: {summary.quarantined}",
+             f"failed:      {len(summary.failed)}"]
+    lines += [f"  {path}: {reason}" for path, reason in summary.failed]
+    return lines
