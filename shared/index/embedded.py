@@ -131,7 +131,7 @@ def watch(folder: Path, linger: float, poll: float = 5.0) -> None:
             if _live_handles(folder, without=os.getpid()):
                 _touch(folder)
             elif _idle_seconds(folder) >= linger:
-                _stop(folder)
+                stop(folder)
                 return
             time.sleep(min(poll, max(0.1, linger / 4)))
     finally:
@@ -140,9 +140,10 @@ def watch(folder: Path, linger: float, poll: float = 5.0) -> None:
                 (folder / WATCHER_PID).unlink()
 
 
-def _stop(folder: Path) -> None:
-    """Take a handle and drop it as the last one, which stops the server; handles of
-    processes that died without dropping theirs are forgotten first."""
+def stop(folder: Path) -> None:
+    """Stop the server of ``folder`` unless a live process holds a handle on it: take a
+    handle and drop it as the last one. Handles of processes that died without dropping
+    theirs are forgotten first."""
     import pgserver.postgres_server as postgres_server
 
     with postgres_server.PostgresServer._lock:
