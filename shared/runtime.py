@@ -8,15 +8,11 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from shared.config import ConfigurationError, Settings, load_settings, require
-from shared.deid.ctp_filter import FilterScript, ObjectFilter
-from shared.deid.ctp_rules import compile_script
-from shared.deid.ctp_script import load_script
-from shared.deid.lookup import LookupTable
-from shared.deid.profile import build_profile
+from shared.deid.configured import load_filter, load_rules
+from shared.deid.ctp_filter import ObjectFilter
 from shared.deid.pseudonymizer import Pseudonymizer
 from shared.deid.rules import RuleSet
 from shared.index.connect import OpenIndex, open_index
@@ -108,21 +104,15 @@ def dependency_check(index: OpenIndex, store: ObjectStore) -> Callable[[], Await
 
 def rules_from(settings: Settings, site_id: str) -> RuleSet:
     """The built-in profile with the configured options, or the configured CTP script."""
-    if settings.script_path is None:
-        return build_profile(settings.options)
-    lookup = LookupTable.load(settings.lookup_table) if settings.lookup_table else None
-    script = load_script(settings.script_path, settings.script_dialect)
-    return compile_script(script, site_id, lookup)
+    return load_rules(settings.options, site_id, settings.script_path, settings.script_dialect,
+                      settings.lookup_table)
 
 
 def filter_from(settings: Settings) -> ObjectFilter:
-    script = None
-    if settings.filter_path is not None:
-        script = FilterScript.parse(Path(settings.filter_path).read_text(encoding="utf-8"))
-    return ObjectFilter(script=script,
-                        reject_structured_reports=not settings.accept_structured_reports,
-                        reject_secondary_captures=not settings.accept_secondary_captures,
-                        reject_identifying_pixels=not settings.accept_burned_in_annotation)
+    return load_filter(settings.filter_path,
+                       reject_structured_reports=not settings.accept_structured_reports,
+                       reject_secondary_captures=not settings.accept_secondary_captures,
+                       reject_identifying_pixels=not settings.accept_burned_in_annotation)
 
 
 def pseudonymizer_from(settings: Settings, resources: Resources) -> Pseudonymizer:

@@ -62,14 +62,15 @@ def add_arguments(deid: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from services.cli.progress import BarProgress
-    from shared.batch.deidentify import check_script, deidentify_files, load_object_filter
+    from shared.batch.deidentify import deidentify_files
+    from shared.deid.configured import check_script, load_filter
 
     data_dir = args.data_dir or settings.data_dir
     try:
         accept = ExtensionFilter(args.extensions)
         files = collect(args.sources, accept, args.recursive)
         options = profile_options(args)
-        object_filter = load_object_filter(
+        object_filter = load_filter(
             args.filter,
             reject_structured_reports=not args.accept_structured_reports,
             reject_secondary_captures=not args.accept_secondary_captures,

@@ -22,13 +22,10 @@ import asyncpg
 from shared.batch.pool import map_chunks, start_pool
 from shared.batch.progress import NoProgress, Progress
 from shared.batch.rejected import Rejection, write_quarantine
-from shared.deid.ctp_filter import FilterScript, ObjectFilter
-from shared.deid.ctp_rules import compile_script
-from shared.deid.ctp_script import load_script
+from shared.deid.configured import load_rules
+from shared.deid.ctp_filter import ObjectFilter
 from shared.deid.engine import identity
-from shared.deid.lookup import LookupTable
 from shared.deid.options import ProfileOptions
-from shared.deid.profile import build_profile
 from shared.deid.pseudonymizer import Pseudonymizer
 from shared.deid.rules import RuleSet
 from shared.dicom.errors import RejectedObject
@@ -59,46 +56,10 @@ class JobSettings:
     lookup_table: Path | None = None
 
     def rules(self, site_id: str) -> RuleSet:
-        """The rule set every process compiles for itself (see :func:`check_script`)."""
-        if self.script is None:
-            return build_profile(self.options)
-        lookup = LookupTable.load(self.lookup_table) if self.lookup_table else None
-        return compile_script(load_script(self.script, self.script_dialect), site_id, lookup)
-
-
-def load_object_filter(
-    filter_script: Path | None = None,
-    *,
-    reject_structured_reports: bool = True,
-    reject_secondary_captures: bool = True,
-    reject_identifying_pixels: bool = True,
-) -> ObjectFilter:
-    """The filter of a run: the switches and a CTP DicomFilter script file. Raises
-    ``ValueError`` naming the file when the script cannot be parsed, ``OSError`` when it
-    cannot be read."""
-    script = None
-    if filter_script is not None:
-        try:
-            script = FilterScript.parse(filter_script.read_text(encoding="utf-8"))
-        except ValueError as exc:
-            raise ValueError(f"{filter_script}: {exc}") from None
-    return ObjectFilter(
-        script=script,
-        reject_structured_reports=reject_structured_reports,
-        reject_secondary_captures=reject_secondary_captures,
-        reject_identifying_pixels=reject_identifying_pixels,
-    )
-
-
-def check_script(
-    script: Path | None, dialect: str = "auto", lookup_table: Path | None = None
-) -> None:
-    """Refuse an anonymizer script or lookup table that every process would refuse, before
-    any work: ``ValueError`` (``ScriptLoadError``, naming the file) or ``OSError``."""
-    if script is not None:
-        load_script(script, dialect)
-    if lookup_table is not None:
-        LookupTable.load(lookup_table)
+        """The rule set every process compiles for itself (checked before the run by
+        :func:`shared.deid.configured.check_script`)."""
+        return load_rules(self.options, site_id, self.script, self.script_dialect,
+                          self.lookup_table)
 
 
 @dataclass(frozen=True, slots=True)
