@@ -25,6 +25,7 @@ import logging
 import os
 import struct
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +52,9 @@ T = TypeVar("T")
 # SCP waits this much longer for the outcome rather than answer before it is known; the
 # broker bounds a publish by its own operation timeout (10 s), well within it.
 COMMIT_GRACE_SECONDS = 30.0
+# At a stop, associations whose C-STOREs are all answered get this long to be released by
+# their peers before they are aborted.
+ANSWER_GRACE_SECONDS = 2.0
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -314,6 +318,12 @@ class StorageSCP:
                 self._idle.wait_for(lambda: self._in_flight == 0,
                                     timeout=self.timeout + COMMIT_GRACE_SECONDS)
             if self._server is not None:
+                # A handler that returned has only queued its answer: the association's
+                # own thread sends it. Give the peers a moment to read their answers and
+                # release before what is left open is aborted.
+                deadline = time.monotonic() + ANSWER_GRACE_SECONDS
+                while self._server.active_associations and time.monotonic() < deadline:
+                    time.sleep(0.02)
                 for assoc in self._server.active_associations:
                     assoc.abort()
         self._server = None
