@@ -43,6 +43,7 @@ bench: install
 	$(BIN)/python -m benchmarks.deidentify
 	$(BIN)/python -m benchmarks.pipeline
 	$(BIN)/python -m benchmarks.rt_batch
+	$(BIN)/python -m benchmarks.cli_startup
 
 # Fuzz the reader and the engine for MINUTES (default 30) on one core; see fuzz/README.md.
 MINUTES ?= 30

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from benchmarks import scale
 from benchmarks.rt_batch import build_set
 
 ANON = Path(sys.executable).with_name("anon")
@@ -64,8 +65,8 @@ def _median(runs: int, one: Callable[[], float]) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--corpus", type=Path, default=Path("benchmarks/corpus/rt"))
+    parser.add_argument("--repeat", type=int, default=scale.size(5, 1))
+    parser.add_argument("--corpus", type=Path, default=scale.corpus("benchmarks/corpus/rt"))
     args = parser.parse_args(argv)
 
     help_seconds = _median(args.repeat, lambda: _timed([str(ANON), "--help"], os.environ.copy()))

@@ -50,11 +50,13 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pydicom
 
+from benchmarks import scale
 from benchmarks.corpus import CorpusSpec, build_corpus
 from shared.batch.deidentify import FileWorker, JobSettings, prepare_index
 from shared.deid.options import ProfileOptions
 
-CORPORA = (CorpusSpec("small", 2000, 64), CorpusSpec("large", 500, 512))
+CORPORA = (CorpusSpec("small", scale.size(2000, 20), 64),
+           CorpusSpec("large", scale.size(500, 4), 512))
 ANON = Path(sys.executable).with_name("anon")
 
 
@@ -231,8 +233,8 @@ def _figure(count: int, seconds: float) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--corpus", type=Path, default=Path("benchmarks/corpus"))
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--corpus", type=Path, default=scale.corpus("benchmarks/corpus"))
+    parser.add_argument("--repeat", type=int, default=scale.size(3, 1))
     parser.add_argument("--server", help="PostgreSQL server for the fresh databases "
                         "(default TEST_DATABASE_URL, DATABASE_URL, else an embedded one)")
     parser.add_argument("--command-jobs", default="1,2",

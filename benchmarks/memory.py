@@ -36,6 +36,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.scale import SMOKE
+
 MIB = 1 << 20
 ROWS = COLS = 512
 FRAME_BYTES = ROWS * COLS * 2
@@ -187,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
         mode, source, folder, url, s3 = argv[1:6]
         return _child(mode, Path(source), Path(folder), url, s3)
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--sizes", default="200,1024", help="object sizes in MiB")
+    parser.add_argument("--sizes", default="8" if SMOKE else "200,1024",
+                        help="object sizes in MiB")
     parser.add_argument("--paths", default="worker,worker-s3,deidentify",
                         help="what to measure (worker, worker-s3, deidentify)")
     parser.add_argument("--folder", type=Path, help="work folder (default: a temporary one)")

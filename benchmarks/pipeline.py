@@ -36,6 +36,7 @@ from pathlib import Path
 
 import asyncpg
 
+from benchmarks import scale
 from benchmarks.corpus import CorpusSpec, build_corpus
 
 STORESCU, STORESCP = "/usr/bin/storescu", "/usr/bin/storescp"
@@ -170,12 +171,12 @@ def end_to_end_seconds(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--files", type=int, default=1000)
-    parser.add_argument("--corpus", type=Path, default=Path("benchmarks/corpus"))
+    parser.add_argument("--files", type=int, default=scale.size(1000, 20))
+    parser.add_argument("--corpus", type=Path, default=scale.corpus("benchmarks/corpus"))
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
 
-    corpus = build_corpus(args.corpus / "small", CorpusSpec("small", 2000, 64))
+    corpus = build_corpus(args.corpus / "small", CorpusSpec("small", scale.size(2000, 20), 64))
     folder = Path(tempfile.mkdtemp(prefix="bench-send-"))
     parts = [folder / f"part{n}" for n in range(SENDERS)]
     for part in parts:

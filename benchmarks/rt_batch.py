@@ -19,14 +19,15 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks import scale
 from shared.index.connect import open_index
 from shared.rt.batch import BatchOptions, run_batch
 from tests import synth
 
-CT_SLICES = 200
-ROIS = 20
-BEAMS = 5
-SIZE = 512
+CT_SLICES = scale.size(200, 8)
+ROIS = scale.size(20, 2)
+BEAMS = scale.size(5, 1)
+SIZE = scale.size(512, 64)
 SET_NAME = "patient_001"
 COMPLETE = "COMPLETE"
 
@@ -70,8 +71,8 @@ def _stop_embedded(data_dir: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Generate (or reuse) the set, time the batch and print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--corpus", type=Path, default=Path("benchmarks/corpus/rt"))
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--corpus", type=Path, default=scale.corpus("benchmarks/corpus/rt"))
+    parser.add_argument("--repeat", type=int, default=scale.size(3, 1))
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args(argv)
 

@@ -1,0 +1,63 @@
+"""The benchmark commands the documents show, run as written at smoke size.
+
+Each runs in a workspace like the repository's root (its own ``benchmarks/corpus``, so no
+generated data lands in the repository) with ``BENCHMARK_SMOKE=1``, which shrinks the
+generated data and the repeats to what proves the command works (``benchmarks/scale.py``).
+The figures are not checked: benchmarks are not tests; they must run and print them.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.docs.commands import ROOT, reader_env, require_installed, run, shown_commands
+from tests.docs.test_commands import BENCHMARKS, RUN_ELSEWHERE
+
+pytestmark = pytest.mark.integration
+
+# What each command prints when it got to its figures.
+PRINTS = {
+    "make bench": ["inner_warm", "end_to_end", "median:", "anon --help:"],
+    ".venv/bin/python -m benchmarks.deidentify": ["inner_warm"],
+    ".venv/bin/python -m benchmarks.rt_batch": ["median:"],
+    ".venv/bin/python -m benchmarks.pipeline": ["end_to_end"],
+    ".venv/bin/python -m benchmarks.memory": ["peak"],
+    ".venv/bin/python -m benchmarks.cli_startup": ["anon --help:", "server running:"],
+}
+COMMANDS = sorted(command for command, where in RUN_ELSEWHERE.items() if where == BENCHMARKS)
+
+
+@pytest.fixture(scope="module")
+def bench_workspace() -> Iterator[Path]:
+    folder = Path(tempfile.mkdtemp(prefix="bench-docs-"))
+    try:
+        for name in ("Makefile", "pyproject.toml", "scripts", ".venv", "tests"):
+            (folder / name).symlink_to(ROOT / name)
+        (folder / "benchmarks").mkdir()
+        for module in (ROOT / "benchmarks").glob("*.py"):
+            (folder / "benchmarks" / module.name).symlink_to(module)
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_every_benchmark_command_is_checked_here() -> None:
+    shown = {s.command for s in shown_commands()}
+    assert set(COMMANDS) <= shown
+    assert set(COMMANDS) == set(PRINTS), "give each benchmark command what it prints"
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_benchmark_command_runs(command: str, bench_workspace: Path) -> None:
+    env = reader_env(BENCHMARK_SMOKE="1")
+    del env["SITE_ID"]  # the benchmarks' indexes are their own, with sites of their own
+    if command.startswith("make"):
+        require_installed(bench_workspace, env)
+    done = run(command, bench_workspace, env, timeout=300)
+    for expected in PRINTS[command]:
+        assert expected in done.stdout, f"{command!r} printed no {expected!r}:\n{done.stdout}"
