@@ -11,7 +11,9 @@
   - *existing, running*: the server is still running from the previous command (the
     default: it lingers after a command).
 Each figure is the median of ``--repeat`` runs (cold: of fresh folders), after one warm-up
-run that fills the file cache.
+run that fills the file cache. ``--anon`` times another installation's ``anon`` (for example
+one installed without the development extras, whose numpy and requests pydicom imports
+when it finds them).
 """
 
 from __future__ import annotations
@@ -67,9 +69,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=scale.size(5, 1))
     parser.add_argument("--corpus", type=Path, default=scale.corpus("benchmarks/corpus/rt"))
+    parser.add_argument("--anon", type=Path, default=ANON, help="the anon command to time")
     args = parser.parse_args(argv)
+    anon = str(args.anon)
 
-    help_seconds = _median(args.repeat, lambda: _timed([str(ANON), "--help"], os.environ.copy()))
+    help_seconds = _median(args.repeat, lambda: _timed([anon, "--help"], os.environ.copy()))
 
     root, generated = build_set(args.corpus)
     if generated:
@@ -80,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         def batch(data_dir: Path, linger: str) -> float:
             out = Path(tempfile.mkdtemp(dir=scratch))
             try:
-                return _timed([str(ANON), "rt-batch", str(root), "--out", str(out),
+                return _timed([anon, "rt-batch", str(root), "--out", str(out),
                                "--data-dir", str(data_dir), "--no-progress"], _env(linger))
             finally:
                 shutil.rmtree(out)
