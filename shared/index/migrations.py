@@ -8,6 +8,7 @@ so that several services starting together do not race; applied files are record
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import asyncpg
@@ -16,11 +17,15 @@ _LOCK_KEY = 0x5EED_1D_01  # advisory lock id used only by migrations
 
 
 def migrations_dir() -> Path:
-    """``MIGRATIONS_DIR`` if set, else ``infra/db/migrations`` of the source tree."""
+    """``MIGRATIONS_DIR`` if set, else ``infra/db/migrations`` of the source tree, else the
+    copy an installation from a wheel keeps in ``<prefix>/share/dicom-deid-services``."""
     configured = os.environ.get("MIGRATIONS_DIR")
     if configured:
         return Path(configured)
-    return Path(__file__).resolve().parents[2] / "infra" / "db" / "migrations"
+    source = Path(__file__).resolve().parents[2] / "infra" / "db" / "migrations"
+    if source.is_dir():
+        return source
+    return Path(sys.prefix) / "share" / "dicom-deid-services" / "migrations"
 
 
 async def migrate(connection: asyncpg.Connection, directory: Path | None = None) -> list[str]:
