@@ -53,11 +53,9 @@ def _timed(command: list[str], env: dict[str, str]) -> float:
 
 def _stop_server(data_dir: Path) -> None:
     """Stop a lingering server of ``data_dir`` (its watcher then ends by itself)."""
-    postgres = data_dir / "postgres"
-    if (postgres / "postmaster.pid").exists():
-        from shared.index.embedded import stop
+    from shared.index.embedded import stop
 
-        stop(postgres)
+    stop(data_dir / "postgres")
 
 
 def _median(runs: int, one: Callable[[], float]) -> float:

@@ -51,8 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from shared.config import ConfigurationError, load_settings
-    from shared.index.database import DatabaseUnavailable
-    from shared.index.phi_index import SiteConflict
+    from shared.index.errors import DatabaseUnavailable, SiteConflict
     from shared.observability.logging import quiet_pydicom
 
     quiet_pydicom()

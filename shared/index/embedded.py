@@ -34,6 +34,7 @@ WATCHER_PID = ".watcher.pid"
 HANDLES = ".handle_pids.json"
 
 _linger_seconds = 0.0
+_watched: set[Path] = set()  # folders whose watcher this process starts at exit
 
 
 def linger_after_exit(seconds: float) -> None:
@@ -59,8 +60,10 @@ def embedded_url(data_dir: Path) -> str:
         raise DatabaseUnavailable(f"the embedded PostgreSQL did not start: {exc}") from exc
     if linger:
         _touch(folder)
-        # atexit runs in reverse order: this runs before pgserver drops this handle.
-        atexit.register(_start_watcher, folder, linger)
+        if folder not in _watched:
+            _watched.add(folder)
+            # atexit runs in reverse order: this runs before pgserver drops this handle.
+            atexit.register(_start_watcher, folder, linger)
     return str(server.get_uri())
 
 
@@ -140,12 +143,21 @@ def watch(folder: Path, linger: float, poll: float = 5.0) -> None:
                 (folder / WATCHER_PID).unlink()
 
 
+def _running(folder: Path) -> bool:
+    try:
+        return _alive(int((folder / "postmaster.pid").read_text().split()[0]))
+    except (OSError, ValueError, IndexError):
+        return False
+
+
 def stop(folder: Path) -> None:
-    """Stop the server of ``folder`` unless a live process holds a handle on it: take a
-    handle and drop it as the last one. Handles of processes that died without dropping
-    theirs are forgotten first."""
+    """Stop the server of ``folder`` unless it is stopped already or a live process holds
+    a handle on it: take a handle and drop it as the last one. Handles of processes that
+    died without dropping theirs are forgotten first."""
     import pgserver.postgres_server as postgres_server
 
+    if not _running(folder):
+        return
     with postgres_server.PostgresServer._lock:
         live = _live_handles(folder)
         if live:

@@ -3,3 +3,7 @@
 
 class DatabaseUnavailable(Exception):
     """The PHI index database cannot be reached or started."""
+
+
+class SiteConflict(Exception):
+    """The configured SITEID differs from the one fixed at first start."""

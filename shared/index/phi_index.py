@@ -18,12 +18,9 @@ from dataclasses import dataclass
 import asyncpg
 
 from shared.index.cache import LruCache
+from shared.index.errors import SiteConflict
 
 MAX_DATE_OFFSET_DAYS = 3650
-
-
-class SiteConflict(Exception):
-    """The configured SITEID differs from the one fixed at first start."""
 
 
 @dataclass(frozen=True, slots=True)
