@@ -4,8 +4,9 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 DATA   ?= data
 
-# The Debian packages the tests use: DCMTK (storescu, dcmdump) and dicom3tools (dciodvfy).
-TEST_PACKAGES := dcmtk dicom3tools
+# The Debian packages the tests use: DCMTK (storescu, dcmdump), dicom3tools (dciodvfy) and
+# Orthanc (the PACS and the export destination of the query/retrieve and export tests).
+TEST_PACKAGES := dcmtk dicom3tools orthanc
 
 .PHONY: install system-packages run deidentify test lint bench fuzz clean
 

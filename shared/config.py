@@ -68,7 +68,7 @@ class Settings(BaseSettings):
     bucket_quarantine: str = Field(
         default="quarantine", description="refused objects with their reasons (PHI)"
     )
-    bucket_exports: str = Field(default="exports", description="exports (planned)")
+    bucket_exports: str = Field(default="exports", description="reserved for export manifests")
 
     # Storage SCP
     scp_host: str = Field(default="0.0.0.0", description="address the Storage SCP listens on")
@@ -104,6 +104,56 @@ class Settings(BaseSettings):
     )
     max_object_bytes: int = Field(
         default=4 << 30, ge=1, description="largest object taken in; larger ones refused"
+    )
+
+    # Query/retrieve (qr-fetcher): the PACS, and how we call it
+    pacs_host: str | None = Field(default=None, description="host of the PACS to query; unset: none")
+    pacs_port: int = Field(default=104, ge=1, le=65535, description="port of the PACS")
+    pacs_ae_title: str = Field(default="PACS", description="called AE title of the PACS")
+    qr_ae_title: str = Field(default="ANONQR", description="our calling AE title to the PACS")
+    qr_retrieve: str = Field(
+        default="move", description="move: C-MOVE to our SCP (SCP_AE_TITLE); get: C-GET"
+    )
+    qr_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="seconds for an association or an answer of the PACS"
+    )
+    qr_move_timeout_seconds: float = Field(
+        default=3600.0, gt=0, description="longest wait for one C-MOVE or C-GET to finish"
+    )
+    qr_arrival_wait_seconds: float = Field(
+        default=60.0, ge=0,
+        description="after a retrieve, seconds to wait for instances still on their way",
+    )
+    qr_retries: int = Field(
+        default=2, ge=0, le=20, description="re-requests of what is still missing after a retrieve"
+    )
+    qr_max_results: int = Field(
+        default=1000, ge=1, description="most studies one query returns; more is an error"
+    )
+
+    # Export (exporter): the research destination
+    export_host: str | None = Field(default=None, description="host of the export destination")
+    export_port: int = Field(default=104, ge=1, le=65535, description="port of the destination")
+    export_called_ae: str = Field(default="RESEARCH", description="AE title of the destination")
+    export_calling_ae: str = Field(default="ANONEXPORT", description="our AE title to it")
+    export_enabled: bool = Field(default=True, description="false: export requests are refused")
+    export_retries: int = Field(
+        default=5, ge=0, le=50, description="retries of a temporary failure, with backoff"
+    )
+    export_retry_delay_seconds: float = Field(
+        default=5.0, ge=0, description="wait before the first retry, doubled per retry"
+    )
+    export_quiet_seconds: float = Field(
+        default=300.0, ge=0,
+        description="a study is exported once no object arrived for this long (settled)",
+    )
+    export_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="seconds for an association or an answer of the destination"
+    )
+
+    # Commands to the services (anon query, retrieve, export)
+    command_timeout_seconds: float = Field(
+        default=120.0, gt=0, description="seconds a command waits for the service's answer"
     )
 
     # De-identification
@@ -162,11 +212,19 @@ class Settings(BaseSettings):
             raise ValueError("RETRY_MAX_DELAY_SECONDS must not be below RETRY_DELAY_SECONDS")
         return value
 
-    @field_validator("scp_ae_title")
+    @field_validator("scp_ae_title", "pacs_ae_title", "qr_ae_title", "export_called_ae",
+                     "export_calling_ae")
     @classmethod
     def _ae_title(cls, value: str) -> str:
         if not value.strip() or len(value) > 16 or "\\" in value:
             raise ValueError("an AE title has 1 to 16 characters and no backslash")
+        return value
+
+    @field_validator("qr_retrieve")
+    @classmethod
+    def _retrieve(cls, value: str) -> str:
+        if value not in ("move", "get"):
+            raise ValueError("QR_RETRIEVE is move or get")
         return value
 
     @field_validator("scp_allowed_hosts")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 
 from shared.deid.pseudonymizer import Pseudonymizer
 from shared.dicom.errors import RejectedObject
@@ -90,7 +91,7 @@ class AnonymizerWorker:
             except UnsafePath as exc:  # the store found the key leads outside the bucket
                 await self._quarantine(key, data, exc)
                 return
-            new = await index.record_instances([record])
+            new = await index.record_instances([replace(record, object_key=target)])
             await self.broker.publish(
                 RELINK,
                 {"bucket": self.buckets.deidentified, "key": target,

@@ -71,6 +71,8 @@ class InstanceRecord:
     script_name: str
     script_sha256: str
     burned_in_annotation_accepted: bool = False
+    # Where the de-identified object is stored (the de-identified bucket), if it is.
+    object_key: str | None = None
 
 
 PATIENT_KEY_TYPE = "patient"
@@ -223,7 +225,7 @@ class PhiIndex:
             *((i.original_study_uid, i.original_sop_instance_uid, i.pseudo_sop_instance_uid,
                i.original_series_uid, i.pseudo_series_uid, i.pseudo_patient_id,
                i.sop_class_uid, i.modality, i.size_bytes, i.script_name, i.script_sha256,
-               i.burned_in_annotation_accepted)
+               i.burned_in_annotation_accepted, i.object_key)
               for i in instances),
             strict=True,
         ))
@@ -232,26 +234,29 @@ class PhiIndex:
                 "INSERT INTO instance (study, original_sop_instance_uid,"
                 " pseudo_sop_instance_uid, original_series_uid, pseudo_series_uid,"
                 " pseudo_patient_id, sop_class_uid, modality, size_bytes, script_name,"
-                " script_sha256, burned_in_annotation_accepted)"
+                " script_sha256, burned_in_annotation_accepted, object_key)"
                 " SELECT (SELECT id FROM study WHERE original_study_uid = u.study_uid),"
                 " u.sop, u.pseudo_sop, u.series, u.pseudo_series, u.patient, u.sop_class,"
-                " u.modality, u.size, u.script_name, u.script_sha256, u.accepted"
+                " u.modality, u.size, u.script_name, u.script_sha256, u.accepted, u.object_key"
                 " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],"
                 " $6::text[], $7::text[], $8::text[], $9::bigint[], $10::text[], $11::text[],"
-                " $12::boolean[])"
+                " $12::boolean[], $13::text[])"
                 " AS u(study_uid, sop, pseudo_sop, series, pseudo_series, patient, sop_class,"
-                " modality, size, script_name, script_sha256, accepted)"
+                " modality, size, script_name, script_sha256, accepted, object_key)"
                 " ON CONFLICT (original_sop_instance_uid) DO UPDATE SET"
                 " pseudo_sop_instance_uid = excluded.pseudo_sop_instance_uid,"
                 " pseudo_series_uid = excluded.pseudo_series_uid,"
                 " pseudo_patient_id = excluded.pseudo_patient_id,"
                 " size_bytes = excluded.size_bytes, script_name = excluded.script_name,"
                 " script_sha256 = excluded.script_sha256,"
-                " burned_in_annotation_accepted = excluded.burned_in_annotation_accepted"
+                " burned_in_annotation_accepted = excluded.burned_in_annotation_accepted,"
+                " object_key = coalesce(excluded.object_key, instance.object_key)"
                 " WHERE (instance.script_name, instance.script_sha256,"
-                " instance.pseudo_sop_instance_uid, instance.burned_in_annotation_accepted)"
+                " instance.pseudo_sop_instance_uid, instance.burned_in_annotation_accepted,"
+                " instance.object_key)"
                 " IS DISTINCT FROM (excluded.script_name, excluded.script_sha256,"
-                " excluded.pseudo_sop_instance_uid, excluded.burned_in_annotation_accepted)"
+                " excluded.pseudo_sop_instance_uid, excluded.burned_in_annotation_accepted,"
+                " coalesce(excluded.object_key, instance.object_key))"
                 " RETURNING original_sop_instance_uid, (xmax = 0) AS inserted",
                 *columns,
             )

@@ -1,6 +1,6 @@
 """The queues the services talk over, and how they map onto RabbitMQ.
 
-Three work queues (``anonymize``, ``relink``, ``export``) and one dead-letter queue. On
+Four work queues (``anonymize``, ``relink``, ``retrieve``, ``export``) and one dead-letter queue. On
 RabbitMQ the work queues are durable quorum queues with a delivery limit whose messages,
 once the limit is exceeded, go through the direct exchange ``dlx`` to the dead-letter
 queue. A failed delivery is retried after a delay that grows with every failure
@@ -19,10 +19,11 @@ from typing import Any
 
 ANONYMIZE = "anonymize"
 RELINK = "relink"
+RETRIEVE = "retrieve"
 EXPORT = "export"
 DEAD_LETTER = "dead-letter"
 
-WORK_QUEUES: tuple[str, ...] = (ANONYMIZE, RELINK, EXPORT)
+WORK_QUEUES: tuple[str, ...] = (ANONYMIZE, RELINK, RETRIEVE, EXPORT)
 QUEUES: tuple[str, ...] = (*WORK_QUEUES, DEAD_LETTER)
 
 DEAD_LETTER_EXCHANGE = "dlx"

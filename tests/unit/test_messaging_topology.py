@@ -34,9 +34,9 @@ def test_definitions_file_declares_every_queue_with_its_arguments() -> None:
     topology = Topology()
     assert document["vhosts"] == [{"name": "/"}]
     queues = {queue["name"]: queue for queue in document["queues"]}
-    retries = {f"{q}.retry.{ms}ms" for q in ("anonymize", "relink", "export")
+    retries = {f"{q}.retry.{ms}ms" for q in ("anonymize", "relink", "retrieve", "export")
                for ms in (5000, 10000, 20000, 40000)}
-    assert set(queues) == {"anonymize", "relink", "export", "dead-letter"} | retries
+    assert set(queues) == {"anonymize", "relink", "retrieve", "export", "dead-letter"} | retries
     for spec in topology.retry_queues():
         assert queues[spec.name]["arguments"] == spec.arguments
         assert spec.arguments["x-dead-letter-routing-key"] == spec.logical

@@ -1,0 +1,3 @@
+from services.exporter.app import main
+
+main()

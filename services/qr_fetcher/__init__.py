@@ -1,0 +1,1 @@
+"""The qr-fetcher service."""

@@ -1,0 +1,3 @@
+from services.qr_fetcher.app import main
+
+main()
