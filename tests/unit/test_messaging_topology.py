@@ -74,6 +74,7 @@ def test_prefix_applies_to_every_name() -> None:
     assert [topology.queue_name(queue) for queue in QUEUES] == [
         "t1-anonymize",
         "t1-relink",
+        "t1-retrieve",
         "t1-export",
         "t1-dead-letter",
     ]
