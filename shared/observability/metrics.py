@@ -34,6 +34,39 @@ RECEIVE_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0), registry=REGISTRY,
 )
 
+RETRIEVES = Counter(
+    "dicom_retrieve_studies_total", "Studies retrieved from the PACS, by outcome",
+    ["outcome"], registry=REGISTRY,
+)
+RETRIEVE_INSTANCES = Counter(
+    "dicom_retrieve_instances_verified_total",
+    "Instances of retrieved studies verified as arrived", registry=REGISTRY,
+)
+RETRIEVE_REQUESTS = Counter(
+    "dicom_retrieve_requests_total", "C-MOVE or C-GET requests sent to the PACS, by level",
+    ["method", "level"], registry=REGISTRY,
+)
+RETRIEVE_SECONDS = Histogram(
+    "dicom_retrieve_seconds", "Time to retrieve and verify one study",
+    buckets=(0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 3600), registry=REGISTRY,
+)
+QUERIES = Counter(
+    "dicom_retrieve_queries_total", "C-FIND queries sent to the PACS, by outcome",
+    ["outcome"], registry=REGISTRY,
+)
+EXPORTED = Counter(
+    "dicom_export_instances_total", "Instances sent to the export destination, by outcome",
+    ["outcome"], registry=REGISTRY,
+)
+EXPORT_PATIENTS = Counter(
+    "dicom_export_patients_total", "Patients whose export finished, by outcome",
+    ["outcome"], registry=REGISTRY,
+)
+EXPORT_SECONDS = Histogram(
+    "dicom_export_seconds", "Time to export one patient",
+    buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900), registry=REGISTRY,
+)
+
 
 def exposition() -> bytes:
     """The metrics in Prometheus text format."""
