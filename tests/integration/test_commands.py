@@ -137,7 +137,7 @@ def test_no_running_service_is_reported_at_once_over_rabbitmq(amqp_url: str) -> 
 
 def test_an_unreachable_broker_is_reported_by_address() -> None:
     client = CommandClient(RabbitCommandClient("amqp://guest:secret@127.0.0.1:1/", "", 5))
-    with pytest.raises(ServiceUnavailable, match="127.0.0.1:1") as caught:
+    with pytest.raises(ServiceUnavailable, match=r"127\.0\.0\.1:1") as caught:
         run(client.run("qr-fetcher", "echo", {}))
     assert "secret" not in str(caught.value)
 
