@@ -70,13 +70,13 @@ class Registry:
     def __init__(self, service: str, expected: tuple[type[Exception], ...] = ()) -> None:
         self.service = service
         self.handlers: dict[str, CommandHandler] = {}
-        self.expected = (CommandFailed, *expected)
+        self.expected: tuple[type[Exception], ...] = (CommandFailed, *expected)
 
     def add(self, name: str, handler: CommandHandler) -> None:
         self.handlers[name] = handler
 
     def merged(self, other: Registry) -> Registry:
-        merged = Registry(self.service, tuple({*self.expected, *other.expected}))
+        merged = Registry(self.service, tuple(dict.fromkeys(self.expected + other.expected)))
         merged.handlers = {**self.handlers, **other.handlers}
         return merged
 
