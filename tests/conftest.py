@@ -16,7 +16,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-pytest_plugins = ["tests.s3_server", "tests.messaging_support", "tests.pipeline_support"]
+pytest_plugins = ["tests.s3_server", "tests.messaging_support", "tests.pipeline_support",
+                  "tests.orthanc"]
 
 SAMPLES = Path(__file__).parent / "data" / "samples"
 LOCAL_SERVER = "postgresql://postgres@127.0.0.1:5432/test"

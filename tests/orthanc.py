@@ -14,6 +14,7 @@ after some bytes, for retrieves that the PACS reports as interrupted.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -251,10 +252,8 @@ class CuttingProxy:
             pass
         finally:
             for sock in (source, sink):
-                try:
+                with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
                 sock.close()
 
     def close(self) -> None:
