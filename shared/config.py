@@ -107,7 +107,9 @@ class Settings(BaseSettings):
     )
 
     # Query/retrieve (qr-fetcher): the PACS, and how we call it
-    pacs_host: str | None = Field(default=None, description="host of the PACS to query; unset: none")
+    pacs_host: str | None = Field(
+        default=None, description="host of the PACS to query; unset: none"
+    )
     pacs_port: int = Field(default=104, ge=1, le=65535, description="port of the PACS")
     pacs_ae_title: str = Field(default="PACS", description="called AE title of the PACS")
     qr_ae_title: str = Field(default="ANONQR", description="our calling AE title to the PACS")

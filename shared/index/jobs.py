@@ -12,6 +12,7 @@ an operator and hold no PHI.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -177,10 +178,13 @@ async def open_items(pool: asyncpg.Pool, kind: str | None = None) -> list[tuple[
 
 async def update_item(
     pool: asyncpg.Pool, job_id: int, position: int, *, status: str | None = None,
-    message: str | None = None, study_uid: str | None = None, **counts: int,
+    message: str | None = None, study_uid: str | None = None,
+    totals: Mapping[str, int] | None = None, **counters: int,
 ) -> None:
-    """Change an item's status, message, study UID and counters (``expected=``, ...); the job
-    becomes running at its first change, and is finished when its last item is."""
+    """Change an item's status, message, study UID and counters (``totals`` and keyword
+    counters, e.g. ``expected=``); the job becomes running at its first change, and is
+    finished when its last item is."""
+    counts = {**(totals or {}), **counters}
     unknown = set(counts) - set(COUNTERS)
     if unknown:
         raise ValueError(f"unknown item counters: {sorted(unknown)}")
