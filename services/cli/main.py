@@ -13,7 +13,19 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
-from services.cli import deidentify, importing, lookup, profile, quarantine, rt_batch, serve
+from services.cli import (
+    deidentify,
+    export,
+    importing,
+    jobs,
+    lookup,
+    profile,
+    quarantine,
+    query,
+    retrieve,
+    rt_batch,
+    serve,
+)
 from services.cli.system import Conformance, Migrate, Redrive, Status
 
 if TYPE_CHECKING:
@@ -30,8 +42,8 @@ class Command(Protocol):
 
 
 COMMANDS: tuple[object, ...] = (
-    deidentify, rt_batch, serve, importing, Status, lookup, quarantine, Redrive, Migrate,
-    profile, Conformance,
+    deidentify, rt_batch, serve, importing, query, retrieve, export, jobs, Status, lookup,
+    quarantine, Redrive, Migrate, profile, Conformance,
 )
 
 

@@ -1,11 +1,14 @@
 """``anon serve``: the whole system in one process on embedded defaults.
 
 In-process queues, objects in ``DATA_DIR/objects``, the embedded PostgreSQL (or
-``DATABASE_URL``), the Storage SCP, the anonymizer workers and the relinker, with the
-health endpoints. The queues live in the process, so at start every received object that
-was neither de-identified nor quarantined (answered Success before a stop or a crash) is
-announced again; received objects past their retention are deleted at start and hourly;
-objects released from quarantine are announced within seconds.
+``DATABASE_URL``), the Storage SCP, the anonymizer workers, the relinker, the qr-fetcher
+and the exporter, with the health endpoints; commands (``anon query``, ``retrieve``,
+``export``) arrive on the loopback endpoint of :mod:`shared.commands.local`. The queues
+live in the process, so at start every received object that was neither de-identified
+nor quarantined (answered Success before a stop or a crash), and every unfinished item of
+a retrieve or export job, is announced again; received objects past their retention are
+deleted at start and hourly; objects released from quarantine are announced within
+seconds.
 """
 
 from __future__ import annotations
@@ -17,9 +20,11 @@ import logging
 from services.anonymizer_worker.worker import AnonymizerWorker
 from services.rt_relinker.relinker import RtRelinker
 from services.scp_ingest.app import start_scp
+from shared.commands.local import LocalCommandServer
 from shared.config import Settings
-from shared.messaging.topology import ANONYMIZE, RELINK
+from shared.messaging.topology import ANONYMIZE, RELINK, RETRIEVE
 from shared.observability.health import start_health_server
+from shared.qr.fetcher import QrFetcher
 from shared.quarantine import RELEASED_PREFIX, watch_released
 from shared.recovery import announce_unprocessed, announce_unrelinked, sweep_periodically
 from shared.runtime import open_resources, pseudonymizer_from, wait_for_signal
@@ -54,6 +59,11 @@ async def serve(settings: Settings) -> None:
             resources.store, resources.buckets, resources.broker, resources.index.index,
             released))
         scp = start_scp(embedded, resources)
+        fetcher = QrFetcher(embedded, resources)
+        retrieving = await resources.broker.consume(RETRIEVE, fetcher.handle, prefetch=2)
+        await fetcher.announce_open_items()
+        commands = LocalCommandServer(embedded.data_dir, [fetcher.registry()])
+        await commands.start()
         health = await start_health_server(embedded.health_host, embedded.health_port,
                                            resources.checks())
         print(f"listening for C-STORE as {embedded.scp_ae_title} on port {scp.port}; "
@@ -65,6 +75,8 @@ async def serve(settings: Settings) -> None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await commands.close()
+        await retrieving.cancel()
         scp.stop()
         await scp.ingest.drain()
         await consumer.cancel()
