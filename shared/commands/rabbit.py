@@ -112,7 +112,8 @@ class RabbitCommandClient:
                         command_queue(self.prefix, service), passive=True)
                 except aio_pika.exceptions.ChannelClosed:
                     raise ServiceUnavailable(
-                        f"no {service} has ever run on this broker: start the {service} service"
+                        f"no {service} is running (its command queue does not exist on this "
+                        f"broker): start the {service} service"
                     ) from None
                 consumers = target.declaration_result.consumer_count
                 if not consumers:
