@@ -45,11 +45,12 @@ class Orthanc:
         modalities: dict[str, tuple[str, int]] | None = None,
         check_called_aet: bool = True,
         extra: dict[str, Any] | None = None,
+        dicom_port: int | None = None,
     ) -> None:
         self.folder = folder
         self.aet = aet
         self.host = "127.0.0.1"
-        self.dicom_port = free_port()
+        self.dicom_port = dicom_port or free_port()
         self.http_port = free_port()
         self.modalities = dict(modalities or {})
         self.check_called_aet = check_called_aet

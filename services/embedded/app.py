@@ -18,8 +18,10 @@ import contextlib
 import logging
 
 from services.anonymizer_worker.worker import AnonymizerWorker
+from services.exporter.app import start_exporter, stop_exporter
 from services.rt_relinker.relinker import RtRelinker
 from services.scp_ingest.app import start_scp
+from shared.commands.exporting import export_registry
 from shared.commands.local import LocalCommandServer
 from shared.config import Settings
 from shared.messaging.topology import ANONYMIZE, RELINK, RETRIEVE
@@ -62,7 +64,10 @@ async def serve(settings: Settings) -> None:
         fetcher = QrFetcher(embedded, resources)
         retrieving = await resources.broker.consume(RETRIEVE, fetcher.handle, prefetch=2)
         await fetcher.announce_open_items()
-        commands = LocalCommandServer(embedded.data_dir, [fetcher.registry()])
+        exporter, exporting, sweeper = await start_exporter(embedded, resources,
+                                                            announce_open=True)
+        commands = LocalCommandServer(embedded.data_dir,
+                                      [fetcher.registry(), export_registry(exporter)])
         await commands.start()
         health = await start_health_server(embedded.health_host, embedded.health_port,
                                            resources.checks())
@@ -77,6 +82,7 @@ async def serve(settings: Settings) -> None:
                 await task
         await commands.close()
         await retrieving.cancel()
+        await stop_exporter(exporting, sweeper)
         scp.stop()
         await scp.ingest.drain()
         await consumer.cancel()
