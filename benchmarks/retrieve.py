@@ -95,15 +95,18 @@ def database(admin_url: str) -> Iterator[str]:
 
 
 @contextmanager
-def serve(scratch: Path, database_url: str, pacs: Orthanc, scp_port: int) -> Iterator[
-        tuple[Path, dict[str, str]]]:
-    """A fresh ``anon serve`` on ``scp_port``; its data folder and environment."""
+def serve(scratch: Path, database_url: str, pacs: Orthanc | None, scp_port: int,
+          **settings: str) -> Iterator[tuple[Path, dict[str, str]]]:
+    """A fresh ``anon serve`` on ``scp_port`` (querying ``pacs``, with ``settings``); its
+    data folder and environment."""
     data = scratch / f"serve-{uuid.uuid4().hex[:6]}"
     health = free_port()
     env = {**{k: v for k, v in os.environ.items() if k not in ("AMQP_URL", "S3_ENDPOINT")},
-           "DATABASE_URL": database_url, "PACS_HOST": "127.0.0.1",
-           "PACS_PORT": str(pacs.dicom_port), "PACS_AE_TITLE": pacs.aet,
-           "QR_ARRIVAL_WAIT_SECONDS": "5", "LOG_LEVEL": "WARNING"}
+           "DATABASE_URL": database_url, "QR_ARRIVAL_WAIT_SECONDS": "5",
+           "LOG_LEVEL": "WARNING", **settings}
+    if pacs is not None:
+        env.update({"PACS_HOST": "127.0.0.1", "PACS_PORT": str(pacs.dicom_port),
+                    "PACS_AE_TITLE": pacs.aet})
     log = (scratch / f"{data.name}.log").open("wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "services.cli", "serve", "--data-dir", str(data), "--port",

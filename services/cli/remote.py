@@ -70,7 +70,7 @@ def read_jobs(settings: Settings, ids: list[int] | None = None, limit: int = 50)
 
 
 def follow(settings: Settings, job_id: int, show_progress: bool = True,
-           poll_seconds: float = 0.5) -> int:
+           poll_seconds: float = 0.25) -> int:
     """Follow a job with a progress bar until it ends; 0 only if it ended complete."""
     import asyncio
 
