@@ -74,7 +74,8 @@ class Exporter:
     ) -> int:
         """Create an export job for ``patients`` (pseudonymous patient IDs) and, with
         ``all_pending``, every patient with an object not yet sent; announce its items;
-        the job's number. ``force`` sends what was sent before again; ``settle=False``
+        the job's number. ``force`` sends what was sent before again (with
+        ``all_pending``: every patient with a stored object); ``settle=False``
         does not wait for studies to settle. A patient the index does not know gets an
         item failed at once. Raises ExportDisabled, ExportNotConfigured, NothingToExport
         (every patient asked for is exported), or ExportError (nothing asked for)."""
@@ -99,10 +100,11 @@ class Exporter:
                                           message="no such patient (not a pseudonymous "
                                           "patient ID; the entry is not kept)"))
         if all_pending:
-            pending = [p for p in await records.pending_patients(self.pool, where)
+            pending = [p for p in await records.pending_patients(self.pool, where, force)
                        if p not in wanted]
             if not pending and not wanted:
-                raise NothingToExport("every patient is exported")
+                raise NothingToExport("every patient is exported" if not force
+                                      else "no patient has de-identified objects")
             items.extend(jobs.NewItem(p) for p in pending)
         parameters: dict[str, Any] = {
             "patients": [i.key for i in items if i.status == jobs.PENDING],

@@ -80,17 +80,18 @@ async def known_patients(pool: asyncpg.Pool, keys: Sequence[str]) -> set[str]:
     return {row["k"] for row in rows}
 
 
-async def pending_patients(pool: asyncpg.Pool, destination: str) -> list[str]:
+async def pending_patients(pool: asyncpg.Pool, destination: str, every: bool = False
+                           ) -> list[str]:
     """Pseudonymous IDs of the patients with a stored object not yet sent to the
-    destination, in order."""
+    destination (``every``: with any stored object), in order."""
     async with pool.acquire() as connection:
         rows = await connection.fetch(
             "SELECT DISTINCT i.pseudo_patient_id AS patient FROM instance i"
             " WHERE i.object_key IS NOT NULL AND i.pseudo_patient_id <> ''"
-            " AND NOT EXISTS (SELECT 1 FROM export_instance e WHERE e.instance = i.id"
-            " AND e.destination = $1 AND e.status = 'sent')"
+            " AND ($2 OR NOT EXISTS (SELECT 1 FROM export_instance e WHERE e.instance = i.id"
+            " AND e.destination = $1 AND e.status = 'sent'))"
             " ORDER BY 1",
-            destination,
+            destination, every,
         )
     return [row["patient"] for row in rows]
 

@@ -280,6 +280,13 @@ def test_all_pending_sends_only_the_patients_not_yet_exported(
             with pytest.raises(NothingToExport, match="every patient is exported") as refused:
                 await system.exporter.request(all_pending=True)
             system.assert_no_phi(str(refused.value))
+            # Forced, "all pending" is every patient, and everything again.
+            orthanc.clear()
+            forced = await system.finished(await system.exporter.request(all_pending=True,
+                                                                         force=True))
+            assert [(i.key, i.counts["verified"]) for i in forced.items] == [
+                (first, 2), (second, 3)]
+            assert len(orthanc.instances()) == 5
             # Unknown patients: still a job, failed, and an original ID is not kept.
             unknown = await system.finished(await system.exporter.request(
                 ["123456-999999", synth.phi_for(1).patient_id]))
