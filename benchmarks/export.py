@@ -26,7 +26,6 @@ import asyncio
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,7 +38,7 @@ from pynetdicom import AE, evt
 
 from benchmarks import scale
 from benchmarks.corpus import CorpusSpec, build_corpus
-from benchmarks.retrieve import LOCAL_DB, database, free_port, serve
+from benchmarks.retrieve import LOCAL_DB, database, free_port, serve, summarize
 from shared.dimse.association import set_nodelay
 
 STORESCP, STORESCU = "/usr/bin/storescp", "/usr/bin/storescu"
@@ -159,14 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         receiver.terminate()
         receiver.wait()
         shutil.rmtree(scratch, ignore_errors=True)
-    loop = statistics.median(figures["pynetdicom loop"])
-    report = {}
-    for name, runs in figures.items():
-        median = statistics.median(runs)
-        report[name] = {"median_s": round(median, 3), "runs": [round(r, 3) for r in runs],
-                        "x_pynetdicom_loop": round(loop / median, 3)}
-        print(f"{name}: median {median:.2f} s of {len(runs)} "
-              f"({args.files / median:.0f} objects/s; {loop / median:.2f} x pynetdicom loop)")
+    report = summarize(figures, "pynetdicom loop", args.files, "objects")
     print(json.dumps({"files": args.files, "figures": report}))
     return 0
 

@@ -206,16 +206,25 @@ def main(argv: list[str] | None = None) -> int:
         storescp.terminate()
         storescp.wait()
         shutil.rmtree(scratch, ignore_errors=True)
-    base = statistics.median(figures["storescp"])
-    report = {}
+    print(json.dumps({"instances": len(files),
+                      "figures": summarize(figures, "storescp", len(files), "instances")}))
+    return 0
+
+
+def summarize(figures: dict[str, list[float]], baseline: str, count: int,
+              unit: str) -> dict[str, dict[str, object]]:
+    """Print each figure's median with its rate and its ratio to ``baseline``'s median;
+    the same as a JSON-ready report."""
+    base = statistics.median(figures[baseline])
+    ratio = "x_" + baseline.replace(" ", "_")
+    report: dict[str, dict[str, object]] = {}
     for name, runs in figures.items():
         median = statistics.median(runs)
         report[name] = {"median_s": round(median, 3), "runs": [round(r, 3) for r in runs],
-                        "x_storescp": round(base / median, 3)}
+                        ratio: round(base / median, 3)}
         print(f"{name}: median {median:.2f} s of {len(runs)} "
-              f"({len(files) / median:.0f} instances/s; {base / median:.2f} x storescp)")
-    print(json.dumps({"instances": len(files), "figures": report}))
-    return 0
+              f"({count / median:.0f} {unit}/s; {base / median:.2f} x {baseline})")
+    return report
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from services.cli.remote import add_target_arguments
+from services.cli.remote import add_follow_arguments, add_target_arguments
 
 if TYPE_CHECKING:
     from shared.config import Settings
@@ -26,10 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--now", action="store_true",
                         help="do not wait for studies to settle (RT set complete, "
                              "EXPORT_QUIET_SECONDS without new objects)")
-    parser.add_argument("--wait", action="store_true",
-                        help="follow the job until it ends; exit 0 only if every patient "
-                             "was exported completely")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_follow_arguments(parser, "every patient was exported completely")
     add_target_arguments(parser)
 
 

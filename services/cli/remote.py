@@ -29,6 +29,12 @@ def add_target_arguments(parser: argparse.ArgumentParser) -> None:
                              "with AMQP_URL set, commands go to the deployment instead")
 
 
+def add_follow_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--wait", action="store_true",
+                        help=f"follow the job until it ends; exit 0 only if {what}")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
 def target_settings(args: argparse.Namespace, settings: Settings) -> Settings:
     if getattr(args, "data_dir", None) is not None:
         return settings.model_copy(update={"data_dir": args.data_dir})

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from services.cli.remote import add_target_arguments
+from services.cli.remote import add_follow_arguments, add_target_arguments
 
 if TYPE_CHECKING:
     from shared.config import Settings
@@ -26,10 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--batch", type=Path, metavar="FILE",
                        help="a .csv or .xlsx of requests (PatientID, AccessionNumber, "
                             "StudyDate, Modality) or the results of `anon query --batch`")
-    parser.add_argument("--wait", action="store_true",
-                        help="follow the job until it ends; exit 0 only if every study is "
-                             "complete and verified")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_follow_arguments(parser, "every study is complete and verified")
     add_target_arguments(parser)
 
 
