@@ -78,8 +78,9 @@ def test_the_engine_does_not_stall_the_event_loop(database_url: str) -> None:
     (stalled, took), (offloaded, took_offloaded) = asyncio.run(run())
     assert took > 0.4 and stalled > 0.3  # the object is heavy enough to show a stall
     # Offloaded, the loop still waits for the GIL now and then; on a loaded machine those
-    # waits grow, so the bound is relative to the stall it replaces, and absolute.
-    assert offloaded < min(0.25, stalled / 2), (offloaded, stalled, took_offloaded)
+    # waits grow with the stall itself (0.4 s against 2.8 s was seen on two busy cores), so
+    # the bound is relative to the stall it replaces.
+    assert offloaded < stalled / 3, (offloaded, stalled, took_offloaded)
 
 
 def test_bounded_index_caches_keep_every_pseudonym(database_url: str) -> None:
