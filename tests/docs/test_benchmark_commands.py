@@ -28,6 +28,8 @@ PRINTS = {
     ".venv/bin/python -m benchmarks.pipeline": ["end_to_end"],
     ".venv/bin/python -m benchmarks.memory": ["peak"],
     ".venv/bin/python -m benchmarks.cli_startup": ["anon --help:", "server running:"],
+    ".venv/bin/python -m benchmarks.retrieve": ["storescp: median", "anon retrieve --wait:"],
+    ".venv/bin/python -m benchmarks.export": ["exporter job: median", "pynetdicom loop:"],
 }
 COMMANDS = sorted(command for command, where in RUN_ELSEWHERE.items() if where == BENCHMARKS)
 
