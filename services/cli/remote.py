@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -124,7 +123,3 @@ def print_job(job: Job, out: Any) -> None:
         label = f"{where} ({item.key})" if job.kind == "export" else where
         print(f"  {label}: {item.status}" + (f" - {item.message}" if item.message else ""),
               file=out)
-
-
-def elapsed(start: float) -> str:
-    return f"{time.monotonic() - start:.1f} s"

@@ -75,11 +75,6 @@ class Registry:
     def add(self, name: str, handler: CommandHandler) -> None:
         self.handlers[name] = handler
 
-    def merged(self, other: Registry) -> Registry:
-        merged = Registry(self.service, tuple(dict.fromkeys(self.expected + other.expected)))
-        merged.handlers = {**self.handlers, **other.handlers}
-        return merged
-
     async def answer(self, body: object) -> dict[str, Any]:
         """The answer to one request body (never raises)."""
         if not isinstance(body, dict) or not isinstance(body.get("command"), str):

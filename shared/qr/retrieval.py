@@ -169,8 +169,7 @@ class Retriever:
             else:
                 requests = self._requests_for(study)
             for series, images in requests:
-                study.outcome = await self._request(job_id, position, study, studies,
-                                                    series, images)
+                study.outcome = await self._request(job_id, position, study, series, images)
                 study.requests += 1
             await self._wait_for_arrivals(job_id, position, study, studies)
         await self._compare(study)
@@ -198,8 +197,8 @@ class Retriever:
                 requests.append((series, ordered[start:start + IMAGES_PER_REQUEST]))
         return requests
 
-    async def _request(self, job_id: int, position: int, study: _Study, studies: list[_Study],
-                       series: str | None, images: list[str] | None) -> RetrieveOutcome:
+    async def _request(self, job_id: int, position: int, study: _Study, series: str | None,
+                       images: list[str] | None) -> RetrieveOutcome:
         level = "image" if images else "series" if series else "study"
         RETRIEVE_REQUESTS.labels(method=self.config.method, level=level).inc()
         latest: list[RetrieveProgress] = []
