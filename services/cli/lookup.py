@@ -1,4 +1,7 @@
-"""``anon lookup``: the original patient behind a pseudonymous patient ID (prints PHI)."""
+"""``anon lookup``: the original patient behind a pseudonymous patient ID (prints PHI).
+
+Each lookup is recorded in the audit trail, in the transaction of the read, under the
+operating-system user who ran it."""
 
 from __future__ import annotations
 
@@ -27,14 +30,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
 
+    from services.cli.tokens import cli_actor
+    from shared.index import audit
     from shared.index.connect import open_index
-    from shared.index.lookup import patient_by_pseudonym
+    from shared.index.lookup import read_patient
 
     async def find() -> PatientIdentity | None:
         opened = await open_index(args.data_dir or settings.data_dir, settings.database_url,
                                   max_connections=1)
         try:
-            return await patient_by_pseudonym(opened.pool, args.pseudonym)
+            async with opened.pool.acquire() as connection, connection.transaction():
+                found = await read_patient(connection, args.pseudonym)
+                await audit.record(connection, actor=cli_actor(), client="local",
+                                   action="patient.phi", target=args.pseudonym.strip()[:64],
+                                   outcome=audit.OK if found else audit.NOT_FOUND)
+                return found
         finally:
             await opened.close()
 

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from services.cli import (
+    audit,
     deidentify,
     export,
     importing,
@@ -25,6 +26,7 @@ from services.cli import (
     retrieve,
     rt_batch,
     serve,
+    tokens,
 )
 from services.cli.system import Conformance, Migrate, Redrive, Status
 
@@ -43,7 +45,7 @@ class Command(Protocol):
 
 COMMANDS: tuple[object, ...] = (
     deidentify, rt_batch, serve, importing, query, retrieve, export, jobs, Status, lookup,
-    quarantine, Redrive, Migrate, profile, Conformance,
+    quarantine, Redrive, Migrate, profile, Conformance, tokens, audit,
 )
 
 
