@@ -43,6 +43,12 @@ class Pseudonyms:
     patient_name: str
     date_offset_days: int
     accession_number: str = ""
+    # Replacements the PHI index holds for this study, (original, replacement) pairs: the
+    # UID and accession number of a study imported from another system. Wherever a rule
+    # replaces an element holding one of these originals (a UI element, an Accession
+    # Number), the index's replacement is written instead of what the rule computes.
+    known_uids: tuple[tuple[str, str], ...] = ()
+    known_accessions: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(slots=True)
@@ -56,6 +62,9 @@ class ObjectContext:
     # but not yet allocated is recorded in ``missing_integers`` (see NeedsIntegers).
     integers: dict[tuple[str, str], int] = field(default_factory=dict)
     missing_integers: set[tuple[str, str]] = field(default_factory=set)
+    # The pseudonyms' known UIDs and accession numbers, original -> replacement.
+    known_uids: dict[str, str] = field(default_factory=dict)
+    known_accessions: dict[str, str] = field(default_factory=dict)
     # The sequence items being processed, innermost last (empty at the top level).
     items: list[Item] = field(default_factory=list)
     _terms: re.Pattern[str] | None = field(default=None)

@@ -119,6 +119,29 @@ def identity(obj: DicomObject) -> ObjectIdentity:
     )
 
 
+def _index_value(ctx: ObjectContext, element: Element, value: ActionResult) -> ActionResult:
+    """``value``, the rule's replacement of ``element``, or the PHI index's replacement
+    when the element holds a value the index already maps (see ``Pseudonyms.known_uids``).
+    Only a replacement is replaced: a rule that keeps, empties or removes still does."""
+    if element.vr == "UI":
+        known = ctx.known_uids
+    elif element.tag == ACCESSION_NUMBER:
+        known = ctx.known_accessions
+    else:
+        return value
+    if not known or not isinstance(value, str) or not value or element.items is not None:
+        return value
+    originals = [part.strip(" \x00") for part in ctx.text(element).split("\\")]
+    if not any(part in known for part in originals):
+        return value
+    produced = value.split("\\")
+    if len(originals) == 1:
+        return known[originals[0]]
+    if len(produced) != len(originals):
+        return value
+    return "\\".join(known.get(o, p) for o, p in zip(originals, produced, strict=True))
+
+
 class Engine:
     """Applies one rule set with one site secret; safe to reuse for many objects."""
 
@@ -144,7 +167,9 @@ class Engine:
         ``integers``; when one is missing, :class:`NeedsIntegers` lists every missing key
         so the caller can allocate them all in the index and try again.
         """
-        ctx = ObjectContext(obj, pseudonyms, self.uids, integers if integers is not None else {})
+        ctx = ObjectContext(obj, pseudonyms, self.uids, integers if integers is not None else {},
+                            known_uids=dict(pseudonyms.known_uids),
+                            known_accessions=dict(pseudonyms.known_accessions))
         out: list[bytes | memoryview] = []
         self._item(ctx, obj.dataset, obj.syntax, TextTreatment.NONE, out, top=True)
         if ctx.missing_integers:
@@ -179,7 +204,7 @@ class Engine:
         if action.kind in (Kind.KEEP, Kind.COPY):
             return ctx.text(element)
         if action.kind is Kind.REPLACE:
-            value = action.compute(ctx, element)
+            value = _index_value(ctx, element, action.compute(ctx, element))
             if value is Outcome.KEEP:
                 return ctx.text(element)
             if isinstance(value, Typed):
@@ -320,7 +345,8 @@ class Engine:
             out.append(encode.header(tag, vr, 0, syntax))
             return
         if kind is Kind.REPLACE:
-            self._replace(ctx, element, action.compute(ctx, element), syntax, out)
+            value = _index_value(ctx, element, action.compute(ctx, element))
+            self._replace(ctx, element, value, syntax, out)
             return
         if kind is Kind.SEQUENCE and element.items is None:
             # The rules treat it as a sequence but its value is not items (a sequence sent

@@ -4,6 +4,11 @@ This joins the pure engine (``shared.deid``) and the index: read the object's or
 identifiers, get (or allocate) its patient's pseudonyms and any counter values the rules
 need, de-identify, record the study and the instance (with the identity of the rule set).
 Every service and command that de-identifies objects goes through here, so they all agree.
+
+A study's UID and accession pseudonyms are keyed functions of the site secret, so they need
+no lookup; but a study imported from the RSNA Anonymizer's index (``anon index
+import-rsna``) was given other pseudonyms there, and new objects of it must carry those,
+in StudyInstanceUID and wherever the object refers to the study.
 """
 
 from __future__ import annotations
@@ -111,6 +116,7 @@ class Pseudonymizer:
                 ident.study_instance_uid, ident.accession_number.strip()
             ),
         )
+        pseudonyms = await self._imported(ident, pseudonyms)
         result = await self._run_engine(obj, pseudonyms)
         await self.index.study(
             patient,
@@ -123,6 +129,30 @@ class Pseudonymizer:
         # The filter let a flagged object through only because an operator accepts them.
         accepted = identifying_pixels(obj) is not None
         return result, instance_record(ident, result, self.rules, accepted)
+
+    async def _imported(self, ident: ObjectIdentity, pseudonyms: Pseudonyms) -> Pseudonyms:
+        """The pseudonyms with those the index holds for an imported study (its UID and
+        accession number from the other system, wherever they appear in the object); as
+        they were for a study this system saw first, whose stored pseudonyms are keyed.
+        The index caches what it read, so only an object of a study not seen yet costs a
+        query."""
+        if not ident.study_instance_uid:
+            return pseudonyms
+        stored = await self.index.known_study(ident.study_instance_uid)
+        if stored is None or not stored.imported:
+            return pseudonyms
+        known_accessions: tuple[tuple[str, str], ...] = ()
+        accession = pseudonyms.accession_number
+        if stored.original_accession and stored.pseudo_accession:
+            known_accessions = ((stored.original_accession, stored.pseudo_accession),)
+            if ident.accession_number.strip() == stored.original_accession:
+                accession = stored.pseudo_accession
+        return replace(
+            pseudonyms,
+            accession_number=accession,
+            known_uids=((ident.study_instance_uid, stored.pseudo_study_uid),),
+            known_accessions=known_accessions,
+        )
 
     def _read(self, data: bytes, object_filter: ObjectFilter) -> DicomObject:
         obj = self.engine.read(data)

@@ -53,6 +53,11 @@ class PatientRecord:
 class StudyRecord:
     pseudo_study_uid: str
     pseudo_accession: str
+    # Imported from another system's index (the RSNA Anonymizer): its pseudonyms are not
+    # the keyed ones, so new objects of the study take them from here. The original
+    # accession number (PHI) tells which accession number the stored pseudonym replaces.
+    imported: bool = False
+    original_accession: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +84,17 @@ PATIENT_KEY_TYPE = "patient"
 # SQL: the object a receipt's key stands for, i.e. the key without its per-receipt suffix.
 _SUFFIX = r"'\.[0-9a-f]{12}\.dcm$'"
 _OBJECT_OF_KEY = f"regexp_replace(key, {_SUFFIX}, '')"
+
+
+_STUDY_QUERY = (
+    "SELECT pseudo_study_uid, pseudo_accession, imported, original_accession FROM study"
+    " WHERE original_study_uid = $1"
+)
+
+
+def _study_record(row: asyncpg.Record) -> StudyRecord:
+    return StudyRecord(row["pseudo_study_uid"], row["pseudo_accession"], row["imported"],
+                       row["original_accession"])
 
 
 def patient_counter_key(key: tuple[str, str]) -> str:
@@ -291,13 +307,23 @@ class PhiIndex:
                 patient.key[0], patient.key[1], original_study_uid, pseudo_study_uid,
                 original_study_date, pseudo_study_date, original_accession.strip(), accession,
             )
-            row = await connection.fetchrow(
-                "SELECT pseudo_study_uid, pseudo_accession FROM study"
-                " WHERE original_study_uid = $1",
-                original_study_uid,
-            )
+            row = await connection.fetchrow(_STUDY_QUERY, original_study_uid)
         assert row is not None
-        record = StudyRecord(row["pseudo_study_uid"], row["pseudo_accession"])
+        record = _study_record(row)
+        self._studies[original_study_uid] = record
+        return record
+
+    async def known_study(self, original_study_uid: str) -> StudyRecord | None:
+        """The stored pseudonyms of a study the index holds, None for a study it does not
+        hold (yet); what was found is cached with the studies :meth:`study` reads."""
+        found = self._studies.get(original_study_uid)
+        if found is not None:
+            return found
+        async with self.pool.acquire() as connection:
+            row = await connection.fetchrow(_STUDY_QUERY, original_study_uid)
+        if row is None:
+            return None
+        record = _study_record(row)
         self._studies[original_study_uid] = record
         return record
 
