@@ -24,8 +24,11 @@ from datetime import date
 from pathlib import Path
 
 import openpyxl
+from openpyxl.cell import WriteOnlyCell
+from openpyxl.cell.cell import Cell
 from openpyxl.styles import Font
 from openpyxl.utils import get_column_letter
+from openpyxl.worksheet._write_only import WriteOnlyWorksheet
 
 SUFFIXES = (".csv", ".xlsx")
 DELIMITERS = (",", ";", "\t")
@@ -202,16 +205,34 @@ def _write_xlsx(path: Path, header: list[str], rows: list[list[Value]]) -> None:
                 continue
             cell = sheet.cell(row=number, column=column, value=value)
             if isinstance(value, str):
-                # openpyxl takes "=..." for a formula and "#N/A" for an error: text it is.
-                cell.data_type = "s"
-                if value.startswith(FORMULA_STARTS):
-                    cell.quotePrefix = True
+                keep_as_text(cell)
     for column, name in enumerate(header, start=1):
         width = max([len(name), *(len(str(row[column - 1] or "")) for row in rows)])
         sheet.column_dimensions[get_column_letter(column)].width = min(width + 2, 70)
     sheet.freeze_panes = "A2"
     sheet.auto_filter.ref = f"A1:{get_column_letter(len(header))}{len(rows) + 1}"
     workbook.save(path)
+
+
+def keep_as_text(cell: Cell) -> None:
+    """Keep a text cell's value text: openpyxl takes "=..." for a formula and "#N/A" for an
+    error, and a spreadsheet program takes a value starting with ``+``, ``-`` or ``@`` for a
+    formula once it is edited, unless the cell carries the quote prefix."""
+    cell.data_type = "s"
+    if isinstance(cell.value, str) and cell.value.startswith(FORMULA_STARTS):
+        cell.quotePrefix = True
+
+
+def write_only_text(sheet: WriteOnlyWorksheet, value: str) -> str | Cell:
+    """A text value to append to a row of a write-only worksheet: control characters become
+    spaces, and a value that would not stay text on its own (see :func:`keep_as_text`)
+    becomes a cell that does; other text goes as it is (a cell object costs time)."""
+    value = CONTROL.sub(" ", value)
+    if not value.startswith(FORMULA_STARTS) and not value.startswith("#"):
+        return value
+    cell = WriteOnlyCell(sheet, value=value)
+    keep_as_text(cell)
+    return cell
 
 
 def _replace(path: Path, write: Callable[[Path], None]) -> None:
