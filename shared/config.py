@@ -158,6 +158,23 @@ class Settings(BaseSettings):
         default=120.0, gt=0, description="seconds a command waits for the service's answer"
     )
 
+    # Index API (index-api, and anon serve)
+    api_host: str = Field(default="0.0.0.0", description="address of the index API")
+    api_port: int = Field(
+        default=8080, ge=0, le=65535,
+        description="port of the index API, the console, /livez, /readyz and /metrics",
+    )
+    api_phi_reads_per_minute: int = Field(
+        default=120, ge=1,
+        description="original-value reads one token may make per minute; more are refused",
+    )
+    api_phi_burst: int = Field(
+        default=30, ge=1, description="original-value reads one token may make at once"
+    )
+    api_max_upload_bytes: int = Field(
+        default=16 << 20, ge=1024, description="largest request body (uploads) the API takes"
+    )
+
     # De-identification
     profile_options: str = Field(
         default="retain_longitudinal_modified_dates,retain_patient_characteristics",

@@ -2,13 +2,14 @@
 
 In-process queues, objects in ``DATA_DIR/objects``, the embedded PostgreSQL (or
 ``DATABASE_URL``), the Storage SCP, the anonymizer workers, the relinker, the qr-fetcher
-and the exporter, with the health endpoints; commands (``anon query``, ``retrieve``,
-``export``) arrive on the loopback endpoint of :mod:`shared.commands.local`. The queues
-live in the process, so at start every received object that was neither de-identified
-nor quarantined (answered Success before a stop or a crash), and every unfinished item of
-a retrieve or export job, is announced again; received objects past their retention are
-deleted at start and hourly; objects released from quarantine are announced within
-seconds.
+and the exporter, and the index API on ``API_PORT`` with the health endpoints (also on
+``HEALTH_PORT`` when that differs); the API calls the services in the process, and commands
+(``anon query``, ``retrieve``, ``export``) arrive on the loopback endpoint of
+:mod:`shared.commands.local`. The queues live in the process, so at start every received
+object that was neither de-identified nor quarantined (answered Success before a stop or a
+crash), and every unfinished item of a retrieve or export job, is announced again;
+received objects past their retention are deleted at start and hourly; objects released
+from quarantine are announced within seconds.
 """
 
 from __future__ import annotations
@@ -19,8 +20,11 @@ import logging
 
 from services.anonymizer_worker.worker import AnonymizerWorker
 from services.exporter.app import start_exporter, stop_exporter
+from services.index_api.api import start_api
+from services.index_api.app import api_context
 from services.rt_relinker.relinker import RtRelinker
 from services.scp_ingest.app import start_scp
+from shared.commands.client import CommandClient, InProcessTransport
 from shared.commands.exporting import export_registry
 from shared.commands.local import LocalCommandServer
 from shared.config import Settings
@@ -66,14 +70,21 @@ async def serve(settings: Settings) -> None:
         await fetcher.announce_open_items()
         exporter, exporting, sweeper = await start_exporter(embedded, resources,
                                                             announce_open=True)
-        commands = LocalCommandServer(embedded.data_dir,
-                                      [fetcher.registry(), export_registry(exporter)])
+        registries = [fetcher.registry(), export_registry(exporter)]
+        commands = LocalCommandServer(embedded.data_dir, registries)
         await commands.start()
-        health = await start_health_server(embedded.health_host, embedded.health_port,
-                                           resources.checks())
+        # Released quarantined objects are announced by `watching`, so the API passes none.
+        api, api_port = await start_api(
+            api_context(embedded, resources, CommandClient(InProcessTransport(registries)),
+                        None, scp.port),
+            resources.checks())
+        health = (await start_health_server(embedded.health_host, embedded.health_port,
+                                            resources.checks())
+                  if embedded.health_port != embedded.api_port else None)
         print(f"listening for C-STORE as {embedded.scp_ae_title} on port {scp.port}; "
               f"SITEID {resources.index.site.site_id}; data in {embedded.data_dir}; "
-              f"health on port {embedded.health_port}; "
+              f"index API on http://localhost:{api_port}/ (anon token create for a token); "
+              f"health on port {embedded.health_port if health else api_port}; "
               f"{len(backlog.unprocessed)} received objects announced again", flush=True)
         await wait_for_signal()
         for task in (sweeping, watching):
@@ -87,6 +98,8 @@ async def serve(settings: Settings) -> None:
         await scp.ingest.drain()
         await consumer.cancel()
         await relinking.cancel()
-        await health.cleanup()
+        await api.cleanup()
+        if health is not None:
+            await health.cleanup()
     finally:
         await resources.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from shared.commands.protocol import request, result_of
+from shared.commands.protocol import Registry, ServiceUnavailable, request, result_of
 from shared.config import Settings
 
 
@@ -21,6 +21,19 @@ class CommandClient:
 
     async def run(self, service: str, command: str, arguments: dict[str, Any]) -> dict[str, Any]:
         return result_of(await self.transport.call(service, request(command, arguments)))
+
+
+class InProcessTransport:
+    """The registries of services running in this process (``anon serve``'s index API)."""
+
+    def __init__(self, registries: list[Registry]) -> None:
+        self.registries = {registry.service: registry for registry in registries}
+
+    async def call(self, service: str, body: dict[str, Any]) -> dict[str, Any]:
+        registry = self.registries.get(service)
+        if registry is None:
+            raise ServiceUnavailable(f"no {service} runs in this system")
+        return await registry.answer(body)
 
 
 def command_client(settings: Settings) -> CommandClient:

@@ -39,12 +39,17 @@ async def _metrics(request: web.Request) -> web.Response:
     return web.Response(body=exposition(), content_type="text/plain", charset="utf-8")
 
 
-def health_app(checks: dict[str, Check]) -> web.Application:
-    app = web.Application()
-    app[CHECKS] = checks
+def add_health_routes(app: web.Application) -> None:
+    """``/livez``, ``/readyz`` and ``/metrics`` on ``app`` (whose CHECKS are set)."""
     app.router.add_get("/livez", _livez)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
+
+
+def health_app(checks: dict[str, Check]) -> web.Application:
+    app = web.Application()
+    app[CHECKS] = checks
+    add_health_routes(app)
     return app
 
 

@@ -1,0 +1,1 @@
+"""index-api: the index, status and commands over HTTP, authenticated and audited."""

@@ -1,0 +1,3 @@
+from services.index_api.app import main
+
+main()
