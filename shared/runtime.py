@@ -13,7 +13,7 @@ from typing import Any
 from shared.config import ConfigurationError, Settings, load_settings, require
 from shared.deid.configured import load_filter, load_rules
 from shared.deid.ctp_filter import ObjectFilter
-from shared.deid.pseudonymizer import Pseudonymizer
+from shared.deid.live import LivePseudonymizer
 from shared.deid.rules import RuleSet
 from shared.index.connect import OpenIndex, open_index
 from shared.messaging import Broker, MemoryBroker, RabbitBroker
@@ -115,10 +115,10 @@ def filter_from(settings: Settings) -> ObjectFilter:
                        reject_identifying_pixels=not settings.accept_burned_in_annotation)
 
 
-def pseudonymizer_from(settings: Settings, resources: Resources) -> Pseudonymizer:
-    index = resources.index
-    return Pseudonymizer(index.index, index.site, rules_from(settings, index.site.site_id),
-                         filter_from(settings))
+def pseudonymizer_from(settings: Settings, resources: Resources) -> LivePseudonymizer:
+    """The pseudonymizer of a running system: the script and filter in force in the index
+    (replaced while running), else those of the settings (:mod:`shared.deid.live`)."""
+    return LivePseudonymizer(settings, resources.index)
 
 
 def service_main(name: str, run: Callable[[Settings], Coroutine[Any, Any, None]]) -> None:

@@ -9,7 +9,9 @@ database or the object store is down, consumers pause instead and nothing is cou
 after a bounded number of deliveries the broker moves it to the dead-letter queue. Once the
 result is durable the received object (PHI) is deleted, or kept for the retention period.
 Redelivery is harmless: the output key and bytes are the same, and the index counts an
-instance it already holds once.
+instance it already holds once. A running system's pseudonymizer follows the script and
+filter in force in the index (``shared.deid.live``): each message is de-identified, and
+its instance recorded, with the rules in force when it started.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import logging
 import time
 from dataclasses import replace
 
+from shared.deid.live import LivePseudonymizer
 from shared.deid.pseudonymizer import Pseudonymizer
 from shared.dicom.errors import RejectedObject
 from shared.messaging import Broker, Message
@@ -44,7 +47,7 @@ class AnonymizerWorker:
         store: ObjectStore,
         buckets: Buckets,
         broker: Broker,
-        pseudonymizer: Pseudonymizer,
+        pseudonymizer: Pseudonymizer | LivePseudonymizer,
         *,
         keep_received: bool = False,
     ) -> None:
