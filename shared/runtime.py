@@ -18,6 +18,7 @@ from shared.deid.rules import RuleSet
 from shared.index.connect import OpenIndex, open_index
 from shared.messaging import Broker, MemoryBroker, RabbitBroker
 from shared.messaging.topology import Topology
+from shared.observability.error_log import ErrorLog, installed, logging_service
 from shared.observability.health import Check
 from shared.observability.logging import configure_logging
 from shared.storage import Buckets, ObjectStore, open_store
@@ -32,6 +33,9 @@ class Resources:
     store: ObjectStore
     buckets: Buckets
     broker: Broker
+    # Keeps this process's warnings and errors in the index (a process logging as a
+    # service: configure_logging); stopped, after a last write, by close().
+    error_log: ErrorLog | None = None
 
     def checks(self) -> dict[str, Check]:
         async def database() -> None:
@@ -43,6 +47,8 @@ class Resources:
     async def close(self) -> None:
         await self.broker.close()
         await self.store.close()
+        if self.error_log is not None:
+            await self.error_log.stop()
         await self.index.close()
 
 
@@ -54,7 +60,8 @@ def buckets(settings: Settings) -> Buckets:
 async def open_resources(settings: Settings, broker: Broker | None = None) -> Resources:
     """Connect to the index, the object store (S3 when ``S3_ENDPOINT`` is set, else the
     folder ``DATA_DIR/objects``) and the broker (RabbitMQ when ``AMQP_URL`` is set, else
-    in-process queues), creating buckets and topology."""
+    in-process queues), creating buckets and topology. A process that logs as a service
+    (:func:`configure_logging`) keeps its warnings and errors in the index from now on."""
     index = await open_index(
         None if settings.database_url else settings.data_dir, settings.database_url,
         settings.site_id, max_connections=8,
@@ -74,7 +81,12 @@ async def open_resources(settings: Settings, broker: Broker | None = None) -> Re
         await store.close()
         await index.close()
         raise
-    return Resources(settings, index, store, names, broker)
+    error_log = None
+    service = logging_service()
+    if service is not None and installed() is None:
+        error_log = ErrorLog(service)
+        error_log.start(index.pool)
+    return Resources(settings, index, store, names, broker, error_log)
 
 
 def topology_from(settings: Settings) -> Topology:
