@@ -148,6 +148,12 @@ def _read(data: bytes) -> Dataset:
     try:
         # force: bare data sets (no preamble, no file meta) are objects too.
         ds = dcmread(BytesIO(data), force=True)
+        # pydicom converts an element when it is first used, and only then raises for an
+        # invalid VR or value: the elements read below (image pixel module, pixel data)
+        # are converted here, where a failure is a RenderError.
+        for tag in list(ds.keys()):
+            if tag.group in (0x0028, 0x7FE0):
+                _ = ds[tag]
     except Exception as exc:  # the toolkit raises many kinds on broken input
         raise RenderError(f"the object cannot be read ({exc.__class__.__name__})") from None
     return ds
@@ -296,7 +302,8 @@ def _number(ds: Dataset, frame: int, macro: str, keyword: str) -> float | None:
             if sequence and keyword in sequence[0]:
                 return _first_finite(sequence[0].get(keyword))
         return _first_finite(ds.get(keyword))
-    except (ValueError, TypeError, AttributeError, IndexError, KeyError, OverflowError):
+    except (ValueError, TypeError, AttributeError, IndexError, KeyError, OverflowError,
+            NotImplementedError):  # NotImplementedError: pydicom's word for an invalid VR
         return None
 
 

@@ -302,3 +302,19 @@ def test_encode_png_writes_grey_and_rgb() -> None:
     assert (depth, colour) == (8, 2) and np.array_equal(pixels, rgb)
     with pytest.raises(ValueError):
         encode_png(np.zeros((2, 2), dtype=np.uint16))  # type: ignore[arg-type]
+
+
+def test_an_invalid_vr_where_rendering_reads_is_a_render_error() -> None:
+    # pydicom raises NotImplementedError for an unknown VR only when the element is used.
+    data = bytearray((PYDICOM / "CT_small.dcm").read_bytes())
+    rows = data.find(b"\x28\x00\x10\x00US")
+    data[rows + 4 : rows + 6] = b"U\x9a"
+    for call in (frame_count, render_png):
+        with pytest.raises(RenderError, match="cannot be read"):
+            call(bytes(data))
+    # Inside a functional group the value is only left out: the frame still renders.
+    enhanced = bytearray((PYDICOM_DATA / "eCT_Supplemental.dcm").read_bytes())
+    slope = enhanced.find(b"\x28\x00\x53\x10DS")  # RescaleSlope, in an item
+    assert slope > 0
+    enhanced[slope + 4 : slope + 6] = b"Q\x01"
+    assert read_png(render_png(bytes(enhanced)))[0].shape == (512, 512)
