@@ -10,7 +10,8 @@ synthetic birth date that keeps the patient's age at the shifted study date, key
 The output objects are graphed and checked again. Work on files is spread over processes
 (:mod:`shared.rt.batch_work`); the processes never touch the index, so the result does not
 depend on their number. :func:`run_batch` does it all and writes the tracking file and the
-report (:mod:`shared.rt.report`).
+report (:mod:`shared.rt.report`); the tracking rows are recorded in the index too
+(:mod:`shared.index.rt_tracking`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import date
 from multiprocessing.pool import Pool
 from pathlib import Path
 
@@ -27,6 +29,7 @@ from shared.batch.pool import map_chunks, start_pool
 from shared.batch.progress import NoProgress, Progress
 from shared.index.connect import OpenIndex, open_index
 from shared.index.phi_index import PatientRecord, patient_key
+from shared.index.rt_tracking import record_tracking
 from shared.rt.batch_rules import (
     OUTPUT_FOLDER_NAME,
     OUTPUT_NAME,
@@ -43,7 +46,7 @@ from shared.rt.batch_work import (
 )
 from shared.rt.checks import Problem, check_rt_set
 from shared.rt.graph import ReferenceGraph
-from shared.rt.report import REPORT_NAME, write_report, write_tracking
+from shared.rt.report import REPORT_NAME, tracking_rows, write_report, write_tracking
 from shared.storage.keys import UnsafePath, contained
 
 CHUNK = 4
@@ -326,7 +329,7 @@ def _tasks(
 
 
 async def _run(options: BatchOptions, pool: Pool | None, results: list[SetResult],
-               progress: Progress) -> None:
+               progress: Progress, day: date) -> None:
     opened = await open_index(options.data_dir, options.database_url, options.site_id,
                               max_connections=1)
     try:
@@ -352,6 +355,8 @@ async def _run(options: BatchOptions, pool: Pool | None, results: list[SetResult
             verify_set(result, written)
             remove_stale(folders[result.number], {w.name for w in written if w.name})
             await record_set(opened, result, written)
+        # The tracking file's rows of this run, kept in the index too.
+        await record_tracking(opened.pool, day, tracking_rows(processed, options.hospital))
     finally:
         await opened.close()
 
@@ -365,14 +370,16 @@ def run_batch(options: BatchOptions, progress: Progress | None = None) -> BatchS
     out.mkdir(parents=True, exist_ok=True)
     results = [SetResult(folder, set_files(folder)) for folder in find_sets(options.root, out)]
     pool = _pool(options.jobs, sum(len(r.paths) for r in results))
+    day = date.today()  # the run's date, in the index and in the tracking file's name
     try:
-        asyncio.run(_run(options, pool, results, progress or NoProgress()))
+        asyncio.run(_run(options, pool, results, progress or NoProgress(), day))
     finally:
         if pool is not None:
             pool.close()
             pool.join()
     summary = BatchSummary(results)
-    summary.tracking = write_tracking(out, [r for r in results if r.number], options.hospital)
+    summary.tracking = write_tracking(out, [r for r in results if r.number], options.hospital,
+                                      day)
     summary.seconds = time.perf_counter() - started
     summary.report = write_report(out / REPORT_NAME, summary, force=options.force)
     return summary

@@ -8,7 +8,9 @@ name or ID; the tracking file is the one place linking original and new patient 
 from __future__ import annotations
 
 import csv
+import io
 import os
+from collections.abc import Iterable, Sequence
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,30 +25,45 @@ REPORT_NAME = "rt_batch_report.txt"
 TRACKING_HEADER = ["original_patient_id", "new_patient_id", "original_plan_id", "hospital"]
 
 
-def tracking_path(out: Path) -> Path:
-    """Today's tracking file in the output folder."""
-    return out / f"tracking_{date.today():%Y%m%d}.csv"
+def tracking_path(out: Path, day: date | None = None) -> Path:
+    """The tracking file of ``day`` (today) in the output folder."""
+    return out / f"tracking_{day or date.today():%Y%m%d}.csv"
 
 
-def write_tracking(out: Path, processed: list[SetResult], hospital: str) -> Path:
-    """Write ``tracking_YYYYMMDD.csv``: the rows of this run, replacing rows of the same new
-    IDs that an earlier run of the day wrote and keeping the others, sorted by new ID."""
-    path = tracking_path(out)
+def tracking_rows(processed: list[SetResult], hospital: str) -> list[list[str]]:
+    """The tracking rows of a run's processed sets, in the file's column order."""
+    return [[r.original_patient_id, r.new_id, r.plan_label, hospital] for r in processed]
+
+
+def tracking_text(rows: Iterable[Sequence[str]]) -> str:
+    """A tracking file's text: the header, then ``rows`` as they come (the PHI index
+    serves its copy of a day's rows in this form too)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(TRACKING_HEADER)
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def write_tracking(
+    out: Path, processed: list[SetResult], hospital: str, day: date | None = None
+) -> Path:
+    """Write ``tracking_YYYYMMDD.csv`` of ``day`` (today): the rows of this run, replacing
+    rows of the same new IDs that an earlier run of the day wrote and keeping the others,
+    sorted by new ID."""
+    path = tracking_path(out, day)
     rows: dict[str, list[str]] = {}
     if path.exists():
         with path.open(newline="", encoding="utf-8") as handle:
             for row in list(csv.reader(handle))[1:]:
                 if len(row) == len(TRACKING_HEADER):
                     rows[row[1]] = row
-    for result in processed:
-        rows[result.new_id] = [result.original_patient_id, result.new_id, result.plan_label,
-                               hospital]
+    for row in tracking_rows(processed, hospital):
+        rows[row[1]] = row
     temporary = path.with_name(f".{path.name}.tmp")
     temporary.unlink(missing_ok=True)
     with temporary.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(TRACKING_HEADER)
-        writer.writerows(rows[key] for key in sorted(rows))
+        handle.write(tracking_text(rows[key] for key in sorted(rows)))
     os.replace(temporary, path)
     return path
 
