@@ -38,8 +38,11 @@ async def start_exporter(
     otherwise, as handling an item twice changes nothing). Stop with :func:`stop_exporter`."""
     exporter = Exporter(settings, resources)
     destination = Destination.from_settings(settings)
-    if not settings.export_enabled:
-        log.warning("export is switched off (EXPORT_ENABLED=false): requests are refused")
+    # The index's switch (an administrator's), else EXPORT_ENABLED.
+    enabled = await exporter.enabled()
+    if not enabled:
+        log.warning("export is switched off: requests are refused, and requested items "
+                    "wait until it is switched on")
     elif destination is None:
         log.warning("no export destination (EXPORT_HOST unset): requests are refused")
     if announce_open:
@@ -50,7 +53,7 @@ async def start_exporter(
     sweeper = asyncio.create_task(exporter.run_sweeper(), name="export-sweeper")
     log.info("exporting", extra=log_fields(
         destination=destination.describe() if destination else None,
-        enabled=settings.export_enabled))
+        enabled=enabled))
     return exporter, consumer, sweeper
 
 

@@ -11,6 +11,13 @@ export date is set when every one of its objects is accepted. A message carries 
 job and the item's position; handling it again changes nothing once the item is finished,
 and resumes a running one. Messages, logs and metrics name pseudonymous patient IDs,
 AE titles, hosts, SOP classes and status codes, never PHI.
+
+An administrator switches export off and on while it runs (the ``export_enabled``
+switch of :mod:`shared.index.configuration`, read at most every
+``CONFIG_REFRESH_SECONDS``; ``EXPORT_ENABLED`` until it is first switched). Switched off,
+requests are refused and the items of earlier requests wait, unsent, and are not swept;
+switched on again, the sweep announces them and they go on. An item already sending
+finishes.
 """
 
 from __future__ import annotations
@@ -26,13 +33,15 @@ from shared.config import Settings
 from shared.export import records
 from shared.export.destination import (
     Destination,
+    ExportDisabled,
     ExportError,
     NothingToExport,
     destination_or_refuse,
 )
 from shared.export.records import Plan
 from shared.export.transfer import Progress, Transfer
-from shared.index import jobs
+from shared.index import configuration, jobs
+from shared.index.configuration import RuntimeSetting
 from shared.messaging import Message
 from shared.messaging.topology import EXPORT
 from shared.observability.logging import correlation, log_fields
@@ -56,11 +65,40 @@ class Exporter:
         # period ends sooner).
         self.recheck_seconds = max(0.5, min(quiet, 10.0)) if quiet > 0 else 10.0
         self._due: dict[ItemKey, float] = {}
+        # The export switch of the index, read at most this often.
+        self.switch_seconds = configuration.CONFIG_REFRESH_SECONDS
+        self._switch: tuple[float, RuntimeSetting | None] | None = None
 
     @property
     def destination(self) -> Destination | None:
         """The configured destination (None while EXPORT_HOST is unset)."""
         return Destination.from_settings(self.settings)
+
+    async def switch(self) -> RuntimeSetting | None:
+        """The export switch as last changed in the index (None: never switched), read
+        again once it is ``switch_seconds`` old."""
+        now = asyncio.get_running_loop().time()
+        if self._switch is None or now - self._switch[0] >= self.switch_seconds:
+            self._switch = (now, await configuration.runtime_setting(
+                self.pool, configuration.EXPORT_ENABLED))
+        return self._switch[1]
+
+    async def enabled(self) -> bool:
+        """Whether export is switched on: the index's switch, else ``EXPORT_ENABLED``."""
+        setting = await self.switch()
+        return self.settings.export_enabled if setting is None else setting.value is True
+
+    async def usable_destination(self) -> Destination:
+        """The destination, unless export is switched off (ExportDisabled) or none is
+        configured (ExportNotConfigured)."""
+        setting = await self.switch()
+        if setting is None:
+            return destination_or_refuse(self.settings)
+        if setting.value is not True:
+            at = setting.changed_at.strftime("%Y-%m-%d %H:%M:%S %Z").strip()
+            raise ExportDisabled(f"export is switched off (by {setting.changed_by}, {at})")
+        # Switched on in the index: EXPORT_ENABLED=false no longer applies.
+        return destination_or_refuse(self.settings.model_copy(update={"export_enabled": True}))
 
     # -- requests ----------------------------------------------------------------------
 
@@ -79,7 +117,7 @@ class Exporter:
         does not wait for studies to settle. A patient the index does not know gets an
         item failed at once. Raises ExportDisabled, ExportNotConfigured, NothingToExport
         (every patient asked for is exported), or ExportError (nothing asked for)."""
-        where = destination_or_refuse(self.settings).describe()
+        where = (await self.usable_destination()).describe()
         wanted: dict[str, int] = {}
         for line, key in enumerate((p.strip() for p in patients), start=1):
             if key:
@@ -142,7 +180,14 @@ class Exporter:
             if item.finished:
                 return
             try:
-                destination = destination_or_refuse(self.settings)
+                destination = await self.usable_destination()
+            except ExportDisabled as exc:
+                # Switched off: the item waits, and the sweep announces it once switched on.
+                await jobs.update_item(self.pool, job_id, position, status=jobs.WAITING,
+                                       message=f"{exc}; waits until export is switched on")
+                log.info("export waits: switched off",
+                         extra=log_fields(job=job_id, position=position))
+                return
             except ExportError as exc:
                 await jobs.update_item(self.pool, job_id, position, status=jobs.FAILED,
                                        message=str(exc))
@@ -259,7 +304,10 @@ class Exporter:
 
     async def sweep_waiting(self) -> int:
         """Announce again every waiting item whose time came (its quiet period is over, or
-        it rested ``recheck_seconds``); the number announced."""
+        it rested ``recheck_seconds``); the number announced. None while export is
+        switched off."""
+        if not await self.enabled():
+            return 0
         now = asyncio.get_running_loop().time()
         announced = 0
         current: set[ItemKey] = set()
