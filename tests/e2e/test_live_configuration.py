@@ -1,12 +1,13 @@
 """The deployed services follow what an administrator changes in the index while they
 run: two anonymizer-worker processes pick up a replaced script within the refresh period
-(nothing lost or handled twice), refuse nothing for an invalid replacement, and every
-service keeps its warnings in the index."""
+(nothing lost or handled twice) and keep it when a replacement is invalid, ``anon serve``
+picks up a replaced filter, and the services keep their warnings in the index."""
 
 from __future__ import annotations
 
 import asyncio
 import io
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,10 @@ from shared.messaging import ANONYMIZE, RabbitBroker
 from shared.observability.error_log import recent_errors
 from shared.storage import S3Store
 from tests import synth
+from tests.e2e.test_serve import _serve_on
 from tests.integration.test_live_configuration import site_script
-from tests.pipeline_support import Pipeline
+from tests.pipeline_support import STORESCU, Pipeline
+from tests.s3_server import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -135,3 +138,53 @@ def test_a_services_warnings_are_kept_in_the_index(pipeline: Pipeline) -> None:
     assert (row["level"], row["logger"], row["fields"]) == (
         "warning", "services.anonymizer_worker.worker", {"delivery": 1})
     assert row["message"] == "message refused: it names a bucket other than the incoming one"
+
+
+def test_anon_serve_follows_a_replaced_filter_and_keeps_its_warnings(
+    tmp_path: Path, database_url: str
+) -> None:
+    port = free_port()
+    serve = _serve_on(tmp_path, tmp_path / "data", port, database_url, "serve")
+
+    def send(folder: Path) -> None:
+        sent = subprocess.run(
+            [str(STORESCU), "-aec", "ANONSCP", "+sd", "+r", "+sp", "*.dcm", "127.0.0.1",
+             str(port), str(folder)], capture_output=True, text=True, timeout=120, check=False)
+        assert sent.returncode == 0, sent.stderr[-800:]
+
+    def rows(sql: str) -> list[dict[str, Any]]:
+        return asyncio.run(_query(database_url, sql))
+
+    def until(sql: str, expected: int) -> None:
+        deadline = time.monotonic() + 60
+        while len(rows(sql)) < expected:
+            assert time.monotonic() < deadline, serve.log.read_text()[-2000:]
+            time.sleep(0.3)
+
+    try:
+        serve.wait_ready(timeout=90)
+        send(_write(tmp_path / "before", 0, 1))
+        until("SELECT 1 FROM instance", 1)
+
+        async def refuse_ct() -> None:
+            connection = await asyncpg.connect(database_url)
+            try:
+                await config.replace_document(connection, config.FILTER,
+                                              '!Modality.equals("CT")', "admin-test")
+            finally:
+                await connection.close()
+
+        asyncio.run(refuse_ct())
+        time.sleep(config.CONFIG_REFRESH_SECONDS + 1)
+        send(_write(tmp_path / "after", 1, 2))
+        until("SELECT 1 FROM quarantined_object", 2)
+        assert {r["reason"] for r in rows("SELECT reason FROM quarantined_object")} == {
+            "not accepted by the filter script"}
+        assert len(rows("SELECT 1 FROM instance")) == 1
+        # Its start warned that export has no destination: kept under its service name.
+        until("SELECT 1 FROM service_error WHERE service = 'anon-serve'", 1)
+        messages = {r["message"] for r in rows("SELECT message FROM service_error")}
+        assert "no export destination (EXPORT_HOST unset): requests are refused" in messages
+    finally:
+        serve.stop()
+    assert serve.process.returncode == 0
