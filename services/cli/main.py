@@ -18,6 +18,7 @@ from services.cli import (
     deidentify,
     export,
     importing,
+    index,
     jobs,
     lookup,
     profile,
@@ -44,7 +45,7 @@ class Command(Protocol):
 
 
 COMMANDS: tuple[object, ...] = (
-    deidentify, rt_batch, serve, importing, query, retrieve, export, jobs, Status, lookup,
+    deidentify, rt_batch, serve, importing, query, retrieve, export, jobs, Status, lookup, index,
     quarantine, Redrive, Migrate, profile, Conformance, tokens, audit,
 )
 

@@ -198,10 +198,28 @@ class PhiIndex:
         return int(number)
 
     async def patient(self, key: tuple[str, str], patient_name: str) -> PatientRecord:
-        """The pseudonyms of a patient, allocating them at first sight."""
+        """The pseudonyms of a patient, allocating them at first sight. A patient imported
+        from the RSNA Anonymizer (by ID, without issuer) is also the patient of that ID with
+        any issuer the index does not know otherwise."""
         found = self._patients.get(key)
         if found is not None:
             return found
+        if key[0] and key[1]:
+            # Known already, or imported from the RSNA Anonymizer, which knew a patient by
+            # the ID alone: then no number is allocated for this ID and issuer.
+            async with self.pool.acquire() as connection:
+                row = await connection.fetchrow(
+                    "SELECT pseudo_patient_id, pseudo_patient_name, date_offset_days"
+                    " FROM patient WHERE original_patient_id = $1"
+                    " AND (original_issuer = $2 OR (original_issuer = '' AND imported))"
+                    " ORDER BY original_issuer = $2 DESC LIMIT 1",
+                    key[0], key[1],
+                )
+            if row is not None:
+                record = PatientRecord(key, row["pseudo_patient_id"],
+                                       row["pseudo_patient_name"], row["date_offset_days"])
+                self._patients[key] = record
+                return record
         site = await self.site()
         number = await self.integer(PATIENT_KEY_TYPE, patient_counter_key(key))
         pseudo = f"{site.site_id}-{number:06d}"
@@ -301,10 +319,10 @@ class PhiIndex:
             await connection.execute(
                 "INSERT INTO study (patient, original_study_uid, pseudo_study_uid,"
                 " original_study_date, pseudo_study_date, original_accession, pseudo_accession)"
-                " SELECT id, $3, $4, $5, $6, $7, $8 FROM patient"
-                " WHERE original_patient_id = $1 AND original_issuer = $2"
+                # By pseudonym: an imported patient's key may lack the object's issuer.
+                " SELECT id, $2, $3, $4, $5, $6, $7 FROM patient WHERE pseudo_patient_id = $1"
                 " ON CONFLICT DO NOTHING",  # any unique index: racing inserts of one study
-                patient.key[0], patient.key[1], original_study_uid, pseudo_study_uid,
+                patient.pseudo_patient_id, original_study_uid, pseudo_study_uid,
                 original_study_date, pseudo_study_date, original_accession.strip(), accession,
             )
             row = await connection.fetchrow(_STUDY_QUERY, original_study_uid)

@@ -12,6 +12,11 @@ ALTER TABLE patient ADD CONSTRAINT patient_date_offset_days_check
 -- pseudonymous Study Instance UID and accession number instead of the keyed ones.
 ALTER TABLE study ADD COLUMN IF NOT EXISTS imported boolean NOT NULL DEFAULT false;
 
+-- A patient imported from the RSNA Anonymizer, which knew patients by Patient ID alone:
+-- an object with that ID and an Issuer of Patient ID is this patient too, unless the index
+-- holds a patient of that ID and issuer.
+ALTER TABLE patient ADD COLUMN IF NOT EXISTS imported boolean NOT NULL DEFAULT false;
+
 -- The rows of the RT batch's tracking_YYYYMMDD.csv, per run date: one row per new patient
 -- ID and day, replaced by a later run of the same day (as in the file). Original patient
 -- IDs and plan labels are PHI.
