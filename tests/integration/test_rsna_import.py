@@ -445,3 +445,22 @@ def test_the_index_workbook_imports_into_a_fresh_index_with_the_same_mappings(
         assert str(row[1]).startswith(f"{SITE}-")
     assert _import(bare, data) == 1
     assert "a workbook saved without PHI cannot be imported" in capsys.readouterr().err
+
+
+def test_the_rsna_anonymizers_own_script_gives_new_objects_the_imported_pseudonyms(
+    tmp_path: Path, index_env: str
+) -> None:
+    """The site's script (@ptid, @uid, @acc, @hashdate) run here after the import writes
+    what the Anonymizer wrote."""
+    script = Path(__file__).parents[1] / "data" / "ctp-scripts" / (
+        "rsna-python-default-anonymizer.script")
+    data = tmp_path / "data"
+    assert _import(_workbook(tmp_path / "Index.xlsx", _rows()), data) == 0
+    rt = synth.make_rt_set(n_ct=2, n_rois=1, n_beams=1, patient_index=0)
+    source = _write([*rt.ct, rt.rtstruct], tmp_path / "in")
+    assert deidentify([source], tmp_path / "out", data, "--script", str(script)) == 0
+    written = [read(p) for p in outputs(tmp_path / "out")]
+    assert len(written) == 3
+    for ds in written:
+        assert (ds.PatientID, ds.StudyInstanceUID, ds.AccessionNumber, ds.StudyDate) == (
+            f"{SITE}-000001", f"{ROOT}.{SITE}.1", "1", _shifted(A.study_date, OFFSET_A))
