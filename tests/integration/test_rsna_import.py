@@ -464,3 +464,25 @@ def test_the_rsna_anonymizers_own_script_gives_new_objects_the_imported_pseudony
     for ds in written:
         assert (ds.PatientID, ds.StudyInstanceUID, ds.AccessionNumber, ds.StudyDate) == (
             f"{SITE}-000001", f"{ROOT}.{SITE}.1", "1", _shifted(A.study_date, OFFSET_A))
+
+
+def test_offsets_forward_and_beyond_ten_years_are_applied_as_imported(
+    tmp_path: Path, index_env: str
+) -> None:
+    """An Anonymizer that moved dates forward, by more than the 3650 days this system
+    draws from: new objects move the same way, by as much."""
+    forward, none = 5000, 0
+    rows = _rows()
+    rows[0][4:6] = [forward, _shifted(A.study_date, forward)]
+    rows[1][4:6] = [forward, _shifted("20160105", forward)]
+    rows[2][4:6] = [none, "20190812"]
+    data = tmp_path / "data"
+    assert _import(_workbook(tmp_path / "Index.xlsx", rows), data) == 0
+    patients, _ = _mappings(index_env)
+    assert patients[A.patient_id][2] == -forward and patients[B.patient_id][2] == none
+    sources = [_write(synth.make_ct_series(1, patient_index=0), tmp_path / "in" / "a"),
+               _write(synth.make_ct_series(1, patient_index=1), tmp_path / "in" / "b")]
+    assert deidentify(sources, tmp_path / "out", data) == 0
+    dates = {ds.PatientID: ds.StudyDate for ds in map(read, outputs(tmp_path / "out"))}
+    assert dates == {f"{SITE}-000001": _shifted(A.study_date, forward),
+                     f"{SITE}-000007": B.study_date}
