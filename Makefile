@@ -5,8 +5,9 @@ BIN    := $(VENV)/bin
 DATA   ?= data
 
 # The Debian packages the tests use: DCMTK (storescu, dcmdump), dicom3tools (dciodvfy) and
-# Orthanc (the PACS and the export destination of the query/retrieve and export tests).
-TEST_PACKAGES := dcmtk dicom3tools orthanc
+# Orthanc (the PACS and the export destination of the query/retrieve and export tests) and
+# Chromium (the browser of the web console's tests).
+TEST_PACKAGES := dcmtk dicom3tools orthanc chromium
 
 .PHONY: install system-packages run deidentify test lint bench fuzz clean
 
