@@ -334,9 +334,22 @@ class _Reading:
     site_id: str = ""
     site_row: tuple[int, int] = (0, 0)
     rows: int = 0
-    into_past: list[tuple[int, int]] = field(default_factory=list)
-    forward: list[tuple[int, int]] = field(default_factory=list)
+    into_past: _Rows = field(default_factory=lambda: _Rows())
+    forward: _Rows = field(default_factory=lambda: _Rows())
     other_dated: int = 0
+
+
+@dataclass
+class _Rows:
+    """Rows of one kind: how many, and the first few (to name them)."""
+
+    count: int = 0
+    first: list[tuple[int, int]] = field(default_factory=list)
+
+    def add(self, sheet: int, row: int) -> None:
+        self.count += 1
+        if len(self.first) < MAX_LISTED:
+            self.first.append((sheet, row))
 
 
 def _staged(cells: _Cells, reading: _Reading, problems: _Problems) -> tuple[object, ...] | None:
@@ -368,6 +381,8 @@ def _staged(cells: _Cells, reading: _Reading, problems: _Problems) -> tuple[obje
     except ValueError as exc:
         problems.add(sheet, row, f"DateOffset is {exc}")
         raw_offset = 0
+    if abs(raw_offset) > MAX_OFFSET_DAYS:
+        problems.add(sheet, row, f"DateOffset is more than {MAX_OFFSET_DAYS} days")
     dates: list[date | None] = []
     for name, value in (("ANON-StudyDate", anon_date_cell), ("PHI-StudyDate", phi_date_cell)):
         try:
@@ -382,9 +397,9 @@ def _staged(cells: _Cells, reading: _Reading, problems: _Problems) -> tuple[obje
     if pseudo_date is not None and original_date is not None:
         into_past = (original_date - pseudo_date).days
         if into_past == raw_offset and raw_offset:
-            reading.into_past.append((sheet, row))
+            reading.into_past.add(sheet, row)
         elif into_past == -raw_offset and raw_offset:
-            reading.forward.append((sheet, row))
+            reading.forward.add(sheet, row)
         elif into_past != raw_offset:
             reading.other_dated += 1
     key = patient_key(original_id, "", original_uid)
@@ -397,9 +412,10 @@ def _staged(cells: _Cells, reading: _Reading, problems: _Problems) -> tuple[obje
     )
 
 
-def _rows_of(listed: list[tuple[int, int]], where: _Where) -> str:
-    shown = ", ".join(where(*ref) for ref in listed[:MAX_LISTED])
-    return shown + (f" and {len(listed) - MAX_LISTED} more" if len(listed) > MAX_LISTED else "")
+def _rows_of(rows: _Rows, where: _Where) -> str:
+    shown = ", ".join(where(*ref) for ref in rows.first)
+    more = rows.count - len(rows.first)
+    return shown + (f" and {more} more" if more > 0 else "")
 
 
 # ---------------------------------------------------------------------------------------
@@ -632,19 +648,19 @@ async def _stage(
 def _convention(reading: _Reading, where: _Where, summary: ImportSummary) -> int:
     """The sign that turns DateOffset into days into the past, from the rows' dates."""
     into_past, forward = reading.into_past, reading.forward
-    if into_past and forward:
-        fewer, more = sorted((into_past, forward), key=len)
+    if into_past.count and forward.count:
+        fewer, more = sorted((into_past, forward), key=lambda rows: rows.count)
         raise RsnaImportError(
             "the study dates of some rows differ by DateOffset one way and of others the "
-            f"other way: {_rows_of(fewer, where)} against {len(more)} rows such as "
-            f"{where(*more[0])}")
+            f"other way: {_rows_of(fewer, where)} against {more.count} rows such as "
+            f"{where(*more.first[0])}")
     summary.other_dated_rows = reading.other_dated
-    if into_past:
+    if into_past.count:
         summary.convention = "ANON-StudyDate = PHI-StudyDate - DateOffset"
-        summary.convention_rows = len(into_past)
+        summary.convention_rows = into_past.count
         return 1
     summary.convention = "ANON-StudyDate = PHI-StudyDate + DateOffset"
-    summary.convention_rows = len(forward)
+    summary.convention_rows = forward.count
     return -1
 
 
@@ -678,13 +694,6 @@ async def import_rsna(
             summary.rows = reading.rows
             summary.site_id = reading.site_id
             sign = _convention(reading, where, summary)
-            out_of_range = await connection.fetch(
-                "SELECT sheet, row_number FROM rsna_row WHERE abs(raw_offset) > $1"
-                " ORDER BY 1, 2 LIMIT $2", MAX_OFFSET_DAYS, MAX_LISTED + 1)
-            if out_of_range:
-                raise RsnaImportError(
-                    f"DateOffset is more than {MAX_OFFSET_DAYS} days in "
-                    + _rows_of([(r[0], r[1]) for r in out_of_range], where))
             await _site(connection, reading.site_id, configured_site_id, summary)
             await connection.execute(_FIRST_PATIENTS)
             await connection.execute(_FIRST_STUDIES)

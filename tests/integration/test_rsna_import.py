@@ -345,6 +345,7 @@ def test_a_workbook_that_disagrees_with_the_index_is_refused_by_row(
     ("two SITEIDs", "row 4: ANON-PatientID has the SITEID 111111, not 883546 as row 2"),
     ("no offset", "row 2: DateOffset is empty"),
     ("no date", "row 3: PHI-StudyDate is not a date"),
+    ("huge offset", "row 2: DateOffset is more than 36500 days"),
     ("two pseudonyms", "row 3: PHI-PatientID is the one of row 2 with another ANON-PatientID"),
     ("no PHI", "row 2: PHI-PatientID and PHI-StudyInstanceUID are both empty"),
     ("not xlsx", "must be an .xlsx workbook"),
@@ -363,6 +364,8 @@ def test_a_malformed_workbook_is_refused_with_the_reason(
         rows[2][1] = "111111-000007"
     elif change == "no offset":
         rows[0][4] = None
+    elif change == "huge offset":
+        rows[0][4] = 10**12
     elif change == "no date":
         rows[1][6] = "5 janvier"
     elif change == "two pseudonyms":
