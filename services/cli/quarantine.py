@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
+
+from services.cli.remote import add_data_dir_argument
 
 if TYPE_CHECKING:
     from shared.config import Settings
@@ -16,7 +17,6 @@ HELP = "list, release or purge quarantined objects (they hold PHI)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-dir", type=Path, help="an embedded system's data folder")
     actions = parser.add_subparsers(dest="action", required=True)
     listing = actions.add_parser("list", help="key, stage, reason code, reason, date")
     listing.add_argument("--json", action="store_true", help="as JSON lines")
@@ -28,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     purge = actions.add_parser("purge", help="delete quarantined copies and records")
     purge.add_argument("--older-than", type=float, metavar="DAYS",
                        help="only those quarantined more than DAYS days ago")
+    add_data_dir_argument(parser, [listing, release, purge])
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,16 @@ def add_target_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", type=Path,
                         help="the data folder of a running `anon serve` (default DATA_DIR); "
                              "with AMQP_URL set, commands go to the deployment instead")
+
+
+def add_data_dir_argument(parser: argparse.ArgumentParser,
+                          actions: Sequence[argparse.ArgumentParser] = ()) -> None:
+    """``--data-dir`` on a command and on each of its actions, so that it may come before or
+    after the action (``anon token --data-dir D list`` and ``anon token list --data-dir D``)."""
+    text = "an embedded system's data folder (default DATA_DIR)"
+    parser.add_argument("--data-dir", type=Path, help=text)
+    for action in actions:
+        action.add_argument("--data-dir", type=Path, help=text, default=argparse.SUPPRESS)
 
 
 def add_follow_arguments(parser: argparse.ArgumentParser, what: str) -> None:

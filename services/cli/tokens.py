@@ -9,8 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
+
+from services.cli.remote import add_data_dir_argument
 
 if TYPE_CHECKING:
     from shared.config import Settings
@@ -20,7 +21,6 @@ HELP = "create, revoke or list the bearer tokens of the index API"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-dir", type=Path, help="an embedded system's data folder")
     actions = parser.add_subparsers(dest="action", required=True)
     create = actions.add_parser("create", help="create a token and print it (once)")
     create.add_argument("--role", required=True, choices=("operator", "phi-reader", "admin"),
@@ -33,6 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     listing = actions.add_parser("list", help="name, role, created, last used, revoked")
     listing.add_argument("--json", action="store_true", help="as JSON lines")
     listing.add_argument("--active", action="store_true", help="only tokens not revoked")
+    add_data_dir_argument(parser, [create, revoke, listing])
 
 
 def cli_actor() -> str:

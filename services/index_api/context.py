@@ -139,6 +139,35 @@ async def require(request: web.Request, permission: str, audit_action: str | Non
                   f"the token {token.name} is {token.role}")
 
 
+async def limit_phi_reads(request: web.Request, action: str, target: str) -> None:
+    """Take one of the token's reads of original values, or refuse with 429 (audited)."""
+    wait = context(request).limiter.take(token_of(request).id)
+    if wait > 0:
+        await write_audit(request, action, target, audit.RATE_LIMITED, 429)
+        raise Problem(429, "too many reads of original values for this token; "
+                      f"try again in {wait:.0f} s",
+                      headers={"Retry-After": str(max(1, round(wait)))})
+
+
+async def audited_read(
+    request: web.Request, action: str, target: str,
+    read: Callable[[asyncpg.Connection, tuple[str, ...]], Awaitable[T | None]], *,
+    not_found: str = "not found",
+) -> T:
+    """:func:`audited` for a read of original values whose one statement also writes its
+    audit record (:func:`audit.read_recorded`): ``read`` gets the record's fields. The
+    statement is its own transaction, so the read and its record are still one; the
+    round trips of BEGIN, the separate insert and COMMIT are saved."""
+    await limit_phi_reads(request, action, target)
+    token = token_of(request)
+    record = audit.fields(token.name, token.role, client_of(request), action, target)
+    async with context(request).pool.acquire() as connection:
+        result = await read(connection, record)
+    if result is None:
+        raise Problem(404, not_found)
+    return result
+
+
 async def audited(
     request: web.Request, action: str, target: str,
     work: Callable[[asyncpg.Connection], Awaitable[T | None]], *,
@@ -150,12 +179,7 @@ async def audited(
     ``work`` returning None is a 404 with ``not_found`` as detail, audited as such."""
     ctx = context(request)
     if phi:
-        wait = ctx.limiter.take(token_of(request).id)
-        if wait > 0:
-            await write_audit(request, action, target, audit.RATE_LIMITED, 429)
-            raise Problem(429, "too many reads of original values for this token; "
-                          f"try again in {wait:.0f} s",
-                          headers={"Retry-After": str(max(1, round(wait)))})
+        await limit_phi_reads(request, action, target)
     async with ctx.pool.acquire() as connection, connection.transaction():
         result = await work(connection)
         outcome = audit.OK if result is not None else audit.NOT_FOUND
@@ -169,9 +193,17 @@ async def audited(
 
 # Request parsing: every malformed parameter is a 400 naming the parameter.
 
+def single(request: web.Request, name: str) -> str | None:
+    """The one value of a query parameter, None when absent; 400 when given twice."""
+    values = request.query.getall(name, [])
+    if len(values) > 1:
+        raise Problem(400, f"give {name} once")
+    return values[0] if values else None
+
+
 def int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
-    text = request.query.get(name)
-    if text is None or text == "":
+    text = single(request, name)
+    if text is None:
         return default
     try:
         value = int(text)
@@ -183,8 +215,8 @@ def int_param(request: web.Request, name: str, default: int, low: int, high: int
 
 
 def float_param(request: web.Request, name: str) -> float | None:
-    text = request.query.get(name)
-    if text is None or text == "":
+    text = single(request, name)
+    if text is None:
         return None
     try:
         value = float(text)
@@ -196,8 +228,8 @@ def float_param(request: web.Request, name: str) -> float | None:
 
 
 def bool_param(request: web.Request, name: str, default: bool = False) -> bool:
-    text = request.query.get(name)
-    if text is None or text == "":
+    text = single(request, name)
+    if text is None:
         return default
     if text.lower() in ("true", "1", "yes"):
         return True
@@ -207,8 +239,8 @@ def bool_param(request: web.Request, name: str, default: bool = False) -> bool:
 
 
 def choice_param(request: web.Request, name: str, choices: tuple[str, ...]) -> str | None:
-    text = request.query.get(name)
-    if text is None or text == "":
+    text = single(request, name)
+    if text is None:
         return None
     if text not in choices:
         raise Problem(400, f"{name} must be one of {', '.join(choices)}")
@@ -216,7 +248,7 @@ def choice_param(request: web.Request, name: str, choices: tuple[str, ...]) -> s
 
 
 def text_param(request: web.Request, name: str, max_length: int = 64) -> str | None:
-    text = request.query.get(name)
+    text = single(request, name)
     if text is None or text.strip() == "":
         return None
     if len(text) > max_length or any(ord(c) < 32 for c in text):
@@ -226,8 +258,8 @@ def text_param(request: web.Request, name: str, max_length: int = 64) -> str | N
 
 def date_param(request: web.Request, name: str) -> str | None:
     """A date as YYYYMMDD (DICOM DA); YYYY-MM-DD is accepted too."""
-    text = request.query.get(name)
-    if text is None or text == "":
+    text = single(request, name)
+    if text is None:
         return None
     digits = text.replace("-", "")
     if len(digits) != 8 or not digits.isdigit():
@@ -253,7 +285,8 @@ def paged(items: list[Any], page: int, size: int) -> dict[str, Any]:
     return {"items": items[:size], "page": page, "page_size": size, "has_more": len(items) > size}
 
 
-async def json_body(request: web.Request) -> dict[str, Any]:
+async def json_body(request: web.Request, allowed: tuple[str, ...]) -> dict[str, Any]:
+    """The JSON object of the body, refusing fields other than ``allowed``."""
     if request.content_type != "application/json":
         raise Problem(415, "the body must be application/json")
     try:
@@ -262,6 +295,10 @@ async def json_body(request: web.Request) -> dict[str, Any]:
         raise Problem(400, "the body is not valid JSON") from None
     if not isinstance(body, dict):
         raise Problem(400, "the body must be a JSON object")
+    unknown = sorted(set(body) - set(allowed))
+    if unknown:
+        raise Problem(400, f"unknown fields: {', '.join(k[:40] for k in unknown[:10])}; "
+                      f"the fields are {', '.join(allowed)}")
     return body
 
 

@@ -23,6 +23,10 @@ def _nullable(kind: str, **more: Any) -> dict[str, Any]:
 
 
 STRING = {"type": "string"}
+# A list of identifiers in a request, as the handlers take them.
+NAMES = {"type": "array", "minItems": 1, "maxItems": 1000,
+         "items": {"type": "string", "minLength": 1, "maxLength": 128}}
+TEXT = {"type": "string", "pattern": "\\S"}
 INTEGER = {"type": "integer"}
 BOOLEAN = {"type": "boolean"}
 DATE_TIME = {"type": "string", "format": "date-time"}
@@ -156,7 +160,15 @@ SCHEMAS: dict[str, Any] = {
         kind={"enum": ["script", "filter"]}, source={"enum": ["index", "file", "built-in"]},
         text=_nullable("string"), dialect=_nullable("string"), sha256=_nullable("string"),
         version=_nullable("integer"), changed_by=_nullable("string"),
-        changed_at=_nullable("string"), options={"type": "array", "items": STRING}),
+        changed_at=_nullable("string"), name=_nullable("string"),
+        options={"type": "array", "items": STRING}),
+    "DocumentChange": _object(
+        ["kind", "version", "source", "text", "dialect", "sha256", "changed_at", "changed_by",
+         "replaced_at"],
+        kind={"enum": ["script", "filter"]}, version=INTEGER,
+        source={"enum": ["index", "settings"]}, text=_nullable("string"),
+        dialect=_nullable("string"), sha256=_nullable("string"), changed_at=DATE_TIME,
+        changed_by=STRING, replaced_at=_nullable("string")),
     "AuditEvent": _object(
         ["id", "at", "actor", "role", "client", "action", "target", "outcome", "status",
          "detail"],
@@ -167,7 +179,7 @@ SCHEMAS: dict[str, Any] = {
                      name=STRING, role={"enum": ["operator", "phi-reader", "admin"]},
                      created_by=STRING, created_at=DATE_TIME, revoked_at=_nullable("string"),
                      last_used_at=_nullable("string"), token=STRING),
-    "ExportSwitch": _object(["enabled"], enabled=BOOLEAN),
+    "ExportSwitch": {**_object(["enabled"], enabled=BOOLEAN), "additionalProperties": False},
 }
 SCHEMAS["PatientPage"] = _page("Patient")
 SCHEMAS["StudyPage"] = _page("Study")
@@ -228,6 +240,9 @@ def _operation(operation_id: str, tag: str, summary: str, responses: dict[str, A
 
 
 def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
+    """A JSON body; fields other than those described are refused."""
+    if schema.get("type") == "object":
+        schema = {**schema, "additionalProperties": False}
     return {JSON: {"schema": schema}}
 
 
@@ -344,7 +359,8 @@ def _paths() -> dict[str, Any]:
             "releaseQuarantined", "status", "send a quarantined object through again",
             {"202": _json(_object(["released", "incoming_key"], released=STRING,
                                   incoming_key=STRING)), **NOT_FOUND, **UNSUPPORTED},
-            body=_json_body(_object(["key"], key=STRING,
+            body=_json_body(_object(["key"], key={"type": "string", "minLength": 1,
+                                                          "maxLength": 300},
                                     accept_burned_in_annotation=BOOLEAN)), role="admin")},
         "/api/v1/quarantine/purge": {"post": _operation(
             "purgeQuarantine", "status", "delete quarantined objects",
@@ -367,7 +383,8 @@ def _paths() -> dict[str, Any]:
             [PHI_FLAG],
             body=_json_body({"type": "object", "additionalProperties": False,
                              "minProperties": 1, "properties": {
-                                 name: {"type": "string", "maxLength": 64} for name in (
+                                 name: {"type": "string", "maxLength": 64, "pattern": "\\S"}
+                                 for name in (
                                      "patient_name", "patient_id", "study_date", "accession",
                                      "modality")}}))},
         "/api/v1/retrieves": {"post": _operation(
@@ -376,13 +393,11 @@ def _paths() -> dict[str, Any]:
             {**ACCEPTED, **UPSTREAM, **UNSUPPORTED},
             body=_json_body({"type": "object", "minProperties": 1, "maxProperties": 1,
                              "properties": {
-                                 "refs": {"type": "array", "items": STRING, "minItems": 1},
-                                 "study_uids": {"type": "array", "items": STRING,
-                                                "minItems": 1},
-                                 "accessions": STRING}}))},
+                                 "refs": NAMES, "study_uids": NAMES,
+                                 "accessions": TEXT}}))},
         "/api/v1/retrieves/accession-list": {"post": _operation(
             "retrieveAccessionList", "commands",
-            "retrieve an accession list (one key per line, # comments, SI: study UIDs)",
+            "retrieve an accession list (one key per line, // comments, SI: study UIDs)",
             {**ACCEPTED, **UPSTREAM, **UNSUPPORTED},
             body={"text/plain": {"schema": STRING}, **_upload()})},
         "/api/v1/retrieves/batch": {"post": _operation(
@@ -392,14 +407,14 @@ def _paths() -> dict[str, Any]:
             "export", "commands", "export patients, or all not yet exported",
             {**ACCEPTED, **UPSTREAM, **UNSUPPORTED, "409": _problem("export is off")},
             body=_json_body({"type": "object", "additionalProperties": False, "properties": {
-                "patients": {"type": "array", "items": STRING, "minItems": 1},
+                "patients": NAMES,
                 "all_pending": BOOLEAN, "force": BOOLEAN, "now": BOOLEAN}}))},
         "/api/v1/export/enabled": {
             "get": _operation("exportSwitch", "commands", "whether export is on",
                               {"200": _json(_ref("ExportSwitch"))}),
             "put": _operation("setExportSwitch", "commands", "switch export on or off",
                               {"200": _json(_ref("ExportSwitch")), **UNSUPPORTED},
-                              body=_json_body(_ref("ExportSwitch")))},
+                              body=_json_body(SCHEMAS["ExportSwitch"]))},
         "/api/v1/instances/{pseudo_sop_instance_uid}/elements": {"get": _operation(
             "elements", "objects", "the elements of a de-identified object",
             {"200": _json(_ref("Elements")), **NOT_FOUND,
@@ -430,6 +445,21 @@ def _paths() -> dict[str, Any]:
                                  "go back to what the settings name",
                                  {"200": _json(_ref("Document")), **NOT_FOUND}, [kind],
                                  role="admin")},
+        "/api/v1/config/{kind}/check": {"post": _operation(
+            "checkDocument", "configuration",
+            "validate a script or filter without saving it (the line and reason if invalid)",
+            {"200": _json(_object(["valid", "dialect"], valid={"const": True},
+                                  dialect=_nullable("string"))),
+             **NOT_FOUND, **UNSUPPORTED, "422": _problem("invalid: the line and the reason")},
+            [kind, _query("dialect", {"enum": ["auto", "ctp", "rsna"]})],
+            body={"text/plain": {"schema": STRING}}, role="admin")},
+        "/api/v1/config/{kind}/history": {"get": _operation(
+            "documentHistory", "configuration", "every change of the script or filter",
+            {"200": _json(_object(["items"], items={"type": "array",
+                                                    "items": _ref("DocumentChange")})),
+             **NOT_FOUND},
+            [kind, _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000})],
+            role="admin")},
         "/api/v1/site": {"get": _operation(
             "site", "configuration", "the SITEID",
             {"200": _json(_object(["site_id", "created_at"], site_id=STRING,
@@ -450,9 +480,12 @@ def _paths() -> dict[str, Any]:
                                "create a token; the answer is the only time it is shown",
                                {"201": _json(_ref("Token")), **UNSUPPORTED,
                                 "409": _problem("an active token has this name")},
-                               body=_json_body(_object(
-                                   ["name", "role"], name=STRING,
-                                   role={"enum": ["operator", "phi-reader", "admin"]})),
+                               body=_json_body({**_object(
+                                   ["name", "role"],
+                                   name={"type": "string",
+                                         "pattern": "^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"},
+                                   role={"enum": ["operator", "phi-reader", "admin"]}),
+                                   "additionalProperties": False}),
                                role="admin")},
         "/api/v1/tokens/{name}": {"delete": _operation(
             "revokeToken", "configuration", "revoke a token (it stops working at once)",

@@ -38,7 +38,7 @@ routes = web.RouteTableDef()
 
 QUERY_FIELDS = ("patient_name", "patient_id", "study_date", "accession", "modality")
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
-MAX_REFS = 10_000
+MAX_REFS = 1000
 
 
 def _reference(ctx: Any, study_uid: str) -> str:
@@ -52,18 +52,14 @@ async def query(request: web.Request) -> web.Response:
     phi = bool_param(request, "phi")
     if phi:
         await require(request, tokens.PHI, "pacs.query.phi")
-    body = await json_body(request)
-    unknown = sorted(set(body) - set(QUERY_FIELDS))
-    if unknown:
-        raise Problem(400, f"unknown query keys: {', '.join(k[:40] for k in unknown)}; "
-                      f"the keys are {', '.join(QUERY_FIELDS)}")
+    body = await json_body(request, QUERY_FIELDS)
     arguments: dict[str, str] = {}
     for name in QUERY_FIELDS:
         value = body.get(name)
         if value is None:
             continue
-        if not isinstance(value, str) or len(value) > 64:
-            raise Problem(400, f"{name} must be text of at most 64 characters")
+        if not isinstance(value, str) or len(value) > 64 or not _printable(value):
+            raise Problem(400, f"{name} must be text of at most 64 printable characters")
         if value.strip():
             arguments[name] = value.strip()
     if not arguments:
@@ -119,10 +115,16 @@ async def _job_started(request: web.Request, answer: dict[str, Any], action: str
                          headers={"Location": url})
 
 
+def _printable(text: str) -> bool:
+    return text.isprintable()
+
+
 def _text_list(value: object, name: str, limit: int = MAX_REFS) -> list[str]:
     if (not isinstance(value, list) or not value or len(value) > limit
-            or not all(isinstance(v, str) and 0 < len(v) <= 128 for v in value)):
-        raise Problem(400, f"{name} must be a list of 1 to {limit} non-empty texts")
+            or not all(isinstance(v, str) and 0 < len(v) <= 128 and _printable(v)
+                       for v in value)):
+        raise Problem(400, f"{name} must be a list of 1 to {limit} texts of 1 to 128 "
+                      "printable characters")
     return list(value)
 
 
@@ -131,8 +133,8 @@ async def retrieve(request: web.Request) -> web.Response:
     """A retrieve of studies named by query references, Study Instance UIDs, or an
     accession list as text; 202 with the job."""
     await require(request, tokens.COMMANDS)
-    body = await json_body(request)
-    given = [k for k in ("refs", "study_uids", "accessions") if body.get(k) is not None]
+    body = await json_body(request, ("refs", "study_uids", "accessions"))
+    given = [k for k in ("refs", "study_uids", "accessions") if k in body]
     if len(given) != 1:
         raise Problem(400, "give one of refs (from a query), study_uids or accessions")
     ctx = context(request)
@@ -163,7 +165,9 @@ async def _upload(request: web.Request, allowed: dict[str, str]) -> tuple[bytes,
     if request.content_type == "multipart/form-data":
         try:
             form = await request.post()
-        except ValueError:
+        except web.HTTPRequestEntityTooLarge:
+            raise
+        except Exception:  # a malformed multipart body, whatever the parser's complaint
             raise Problem(400, "the multipart body cannot be read") from None
         field = form.get("file")
         if not isinstance(field, web.FileField):
@@ -180,7 +184,7 @@ async def _upload(request: web.Request, allowed: dict[str, str]) -> tuple[bytes,
 
 @routes.post("/api/v1/retrieves/accession-list")
 async def retrieve_accession_list(request: web.Request) -> web.Response:
-    """An accession list as the old tool read it (one key per line, # comments, blank lines,
+    """An accession list as the old tool read it (one key per line, // comments, blank lines,
     SI: study UIDs): text/plain or an uploaded file; 202 with the job."""
     from shared.qr.spreadsheets import decode_text
 
@@ -219,16 +223,11 @@ async def retrieve_batch(request: web.Request) -> web.Response:
 async def export(request: web.Request) -> web.Response:
     """Export patients (pseudonymous IDs) or all not yet exported; 202 with the job."""
     await require(request, tokens.COMMANDS)
-    body = await json_body(request)
-    unknown = sorted(set(body) - {"patients", "all_pending", "force", "now"})
-    if unknown:
-        raise Problem(400, f"unknown fields: {', '.join(k[:40] for k in unknown)}")
+    body = await json_body(request, ("patients", "all_pending", "force", "now"))
     flags = {name: body.get(name, False) for name in ("all_pending", "force", "now")}
     if not all(isinstance(v, bool) for v in flags.values()):
         raise Problem(400, "all_pending, force and now must be true or false")
-    patients = body.get("patients")
-    if patients is not None:
-        patients = _text_list(patients, "patients")
+    patients = _text_list(body["patients"], "patients") if "patients" in body else None
     if bool(patients) == flags["all_pending"]:
         raise Problem(400, "give patients or all_pending: true (one of them)")
     answer = await commands.run(context(request), EXPORTER, "export", {
@@ -254,9 +253,9 @@ async def switch_export(request: web.Request) -> web.Response:
     from shared.index.configuration import set_export_enabled
 
     await require(request, tokens.COMMANDS)
-    body = await json_body(request)
+    body = await json_body(request, ("enabled",))
     enabled = body.get("enabled")
-    if not isinstance(enabled, bool) or set(body) != {"enabled"}:
+    if not isinstance(enabled, bool):
         raise Problem(400, 'the body is {"enabled": true} or {"enabled": false}')
     name = token_of(request).name
 

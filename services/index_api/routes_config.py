@@ -17,6 +17,7 @@ from services.index_api.context import (
     json_body,
     json_response,
     require,
+    single,
     text_param,
     token_of,
 )
@@ -37,7 +38,7 @@ def _kind(request: web.Request) -> str:
 
 def _document(document: Any) -> dict[str, Any]:
     shown = {name: getattr(document, name, None) for name in (
-        "kind", "source", "text", "dialect", "sha256", "version", "changed_by")}
+        "kind", "source", "text", "dialect", "sha256", "version", "changed_by", "name")}
     changed = getattr(document, "changed_at", None)
     shown["changed_at"] = changed.isoformat() if changed is not None else None
     options = getattr(document, "options", None)
@@ -58,7 +59,70 @@ async def _active(request: web.Request, kind: str) -> Any:
 async def view(request: web.Request) -> web.Response:
     kind = _kind(request)
     await require(request, tokens.CONFIGURE, f"config.{kind}.view")
-    return json_response(_document(await _active(request, kind)))
+    ctx = context(request)
+
+    async def read(connection: asyncpg.Connection) -> Any:
+        from shared.index.configuration import active_filter, active_script
+
+        reader = active_script if kind == "script" else active_filter
+        return await reader(connection, ctx.settings)
+
+    document = await audited(request, f"config.{kind}.view", kind, read, phi=False,
+                             detail=lambda d: {"version": d.version, "source": d.source})
+    return json_response(_document(document))
+
+
+@routes.get("/api/v1/config/{kind}/history")
+async def history(request: web.Request) -> web.Response:
+    """Every change of the script or filter, newest first: what was in force when."""
+    from shared.index.configuration import document_history
+
+    kind = _kind(request)
+    await require(request, tokens.CONFIGURE, f"config.{kind}.history")
+    limit = int_param(request, "limit", 50, 1, 1000)
+    changes = await document_history(context(request).pool, kind, limit)
+    return json_response({"items": [{
+        "kind": c.kind, "version": c.version, "source": c.source, "text": c.text,
+        "dialect": c.dialect, "sha256": c.sha256, "changed_at": c.changed_at.isoformat(),
+        "changed_by": c.changed_by,
+        "replaced_at": c.replaced_at.isoformat() if c.replaced_at else None,
+    } for c in changes]})
+
+
+async def _document_text(request: web.Request) -> tuple[str, str]:
+    """The text of a script or filter in the body (text/plain, UTF-8) and the dialect asked."""
+    if request.content_type != "text/plain":
+        raise Problem(415, "the body must be text/plain: the script or filter itself")
+    try:
+        text = (await request.read()).decode("utf-8")
+    except UnicodeDecodeError:
+        raise Problem(400, "the body must be UTF-8 text") from None
+    dialect = single(request, "dialect")
+    dialect = "auto" if dialect is None else dialect
+    if dialect not in ("auto", "ctp", "rsna"):
+        raise Problem(400, "dialect must be auto, ctp or rsna")
+    return text, dialect
+
+
+def _invalid(kind: str, exc: Any) -> Problem:
+    return Problem(422, f"the {kind} is not valid: {exc}", title="Invalid document",
+                   line=exc.line, reason=exc.reason)
+
+
+@routes.post("/api/v1/config/{kind}/check")
+async def check(request: web.Request) -> web.Response:
+    """Validate a script or filter without saving it: 200 when it could replace the
+    active one, else 422 with the line and the reason."""
+    from shared.index.configuration import InvalidDocument, check_document
+
+    kind = _kind(request)
+    await require(request, tokens.CONFIGURE)
+    text, dialect = await _document_text(request)
+    try:
+        read_as = check_document(kind, text, dialect)
+    except InvalidDocument as exc:
+        raise _invalid(kind, exc) from None
+    return json_response({"valid": True, "dialect": read_as})
 
 
 @routes.put("/api/v1/config/{kind}")
@@ -69,15 +133,7 @@ async def replace(request: web.Request) -> web.Response:
 
     kind = _kind(request)
     await require(request, tokens.CONFIGURE, f"config.{kind}.replace")
-    if request.content_type != "text/plain":
-        raise Problem(415, "the body must be text/plain: the script or filter itself")
-    try:
-        text = (await request.read()).decode("utf-8")
-    except UnicodeDecodeError:
-        raise Problem(400, "the body must be UTF-8 text") from None
-    dialect = request.query.get("dialect", "auto")
-    if dialect not in ("auto", "ctp", "rsna"):
-        raise Problem(400, "dialect must be auto, ctp or rsna")
+    text, dialect = await _document_text(request)
     name = token_of(request).name
     try:
         async def act(connection: asyncpg.Connection) -> Any:
@@ -88,8 +144,7 @@ async def replace(request: web.Request) -> web.Response:
                                                    "sha256": getattr(d, "sha256", None)})
     except InvalidDocument as exc:
         await _refused(request, f"config.{kind}.replace", kind, exc.line)
-        raise Problem(422, f"the {kind} is not valid: {exc}", title="Invalid document",
-                      line=exc.line, reason=exc.reason) from None
+        raise _invalid(kind, exc) from None
     return json_response(_document(document))
 
 
@@ -132,9 +187,9 @@ async def audit_trail(request: web.Request) -> web.Response:
     limit = int_param(request, "limit", 100, 1, 1000)
     before = int_param(request, "before", 0, 0, 2**62)
     actor = text_param(request, "actor", 80)
-    since_text = request.query.get("since")
+    since_text = single(request, "since")
     since = None
-    if since_text:
+    if since_text is not None:
         try:
             since = datetime.datetime.fromisoformat(since_text)
         except ValueError:
@@ -163,7 +218,7 @@ async def list_tokens(request: web.Request) -> web.Response:
 async def create_token(request: web.Request) -> web.Response:
     """A new token, shown in this answer only (audited)."""
     await require(request, tokens.CONFIGURE, "token.create")
-    body = await json_body(request)
+    body = await json_body(request, ("name", "role"))
     name, role = body.get("name"), body.get("role")
     if not isinstance(name, str) or not isinstance(role, str):
         raise Problem(400, "the body is {\"name\": ..., \"role\": ...}")

@@ -149,7 +149,7 @@ async def list_quarantine(request: web.Request) -> web.Response:
 async def release(request: web.Request) -> web.Response:
     """Send a quarantined object through the pipeline again (admin; audited)."""
     await require(request, tokens.CONFIGURE, "quarantine.release")
-    body = await json_body(request)
+    body = await json_body(request, ("key", "accept_burned_in_annotation"))
     key = body.get("key")
     accept = body.get("accept_burned_in_annotation", False)
     if not isinstance(key, str) or not key or len(key) > 300:
@@ -176,7 +176,7 @@ async def release(request: web.Request) -> web.Response:
 async def purge(request: web.Request) -> web.Response:
     """Delete quarantined objects, all or those older than some days (admin; audited)."""
     await require(request, tokens.CONFIGURE, "quarantine.purge")
-    body = await json_body(request)
+    body = await json_body(request, ("older_than_days",))
     days = body.get("older_than_days")
     if days is not None and (isinstance(days, bool) or not isinstance(days, int | float)
                              or not 0 <= days <= 36500):

@@ -14,7 +14,8 @@ def export_registry(exporter: Exporter) -> Registry:
 
     async def export(arguments: dict[str, Any]) -> dict[str, Any]:
         patients = arguments.get("patients") or []
-        if not isinstance(patients, list) or not all(isinstance(p, str) for p in patients):
+        if not isinstance(patients, list) or not all(
+                isinstance(p, str) and p.isprintable() and len(p) <= 64 for p in patients):
             raise CommandFailed("patients must be a list of pseudonymous patient IDs",
                                 "BadRequest")
         job_id = await exporter.request(

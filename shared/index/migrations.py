@@ -35,6 +35,12 @@ async def migrate(connection: asyncpg.Connection, directory: Path | None = None)
     if not files:
         raise FileNotFoundError(f"no migration files in {directory}")
     applied_now: list[str] = []
+    # Nothing pending: return without the lock or any DDL, so that a role that may not
+    # change the schema (the index API's, infra/db/roles.sql) starts on a migrated index.
+    if await connection.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL"):
+        done = {r["name"] for r in await connection.fetch("SELECT name FROM schema_migrations")}
+        if all(path.name in done for path in files):
+            return applied_now
     await connection.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
     try:
         await connection.execute(

@@ -207,6 +207,9 @@ class QrFetcher:
         else:
             source = "study-uids"
             uids = [str(u).strip() for u in arguments.get("study_uids") or [] if str(u).strip()]
+            if not all(uid.isprintable() and len(uid) <= 64 for uid in uids):
+                raise CommandFailed("a study instance UID is at most 64 printable characters",
+                                    "BadRequest")
             for uid in dict.fromkeys(uids):
                 items.append(jobs.NewItem(item_key("study-uid", uid), study_uid=uid))
         if not items:
