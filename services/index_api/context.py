@@ -25,6 +25,7 @@ from shared.index import audit, tokens
 from shared.index.phi_index import Site
 from shared.index.tokens import TokenInfo
 from shared.messaging import Broker
+from shared.observability.metrics import API_PHI_READS
 from shared.storage import Buckets, ObjectStore
 
 T = TypeVar("T")
@@ -143,6 +144,7 @@ async def limit_phi_reads(request: web.Request, action: str, target: str) -> Non
     """Take one of the token's reads of original values, or refuse with 429 (audited)."""
     wait = context(request).limiter.take(token_of(request).id)
     if wait > 0:
+        API_PHI_READS.labels(audit.RATE_LIMITED).inc()
         await write_audit(request, action, target, audit.RATE_LIMITED, 429)
         raise Problem(429, "too many reads of original values for this token; "
                       f"try again in {wait:.0f} s",
@@ -163,6 +165,7 @@ async def audited_read(
     record = audit.fields(token.name, token.role, client_of(request), action, target)
     async with context(request).pool.acquire() as connection:
         result = await read(connection, record)
+    API_PHI_READS.labels(audit.OK if result is not None else audit.NOT_FOUND).inc()
     if result is None:
         raise Problem(404, not_found)
     return result
@@ -186,6 +189,8 @@ async def audited(
         extra = detail(result) if (detail is not None and result is not None) else None
         await write_audit(request, action, target, outcome, 200 if result is not None else 404,
                           extra, connection)
+    if phi:
+        API_PHI_READS.labels(outcome).inc()
     if result is None:
         raise Problem(404, not_found)
     return result

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from shared.observability.logging import log_fields
+from shared.observability.metrics import API_REQUESTS, API_SECONDS
 
 log = logging.getLogger("index-api")
 
@@ -54,6 +56,17 @@ _AIOHTTP_DETAILS = {
 
 @web.middleware
 async def problems(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refusals as problem documents; every answer counted and timed by its route template
+    (never by its path, which may hold an identifier)."""
+    started = time.perf_counter()
+    response = await _answer(request, handler)
+    route = _route(request)
+    API_REQUESTS.labels(route, request.method, str(response.status)).inc()
+    API_SECONDS.labels(route).observe(time.perf_counter() - started)
+    return response
+
+
+async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except Problem as problem:
@@ -75,4 +88,6 @@ async def problems(request: web.Request, handler: Handler) -> web.StreamResponse
 
 def _route(request: web.Request) -> str:
     resource = request.match_info.route.resource
-    return resource.canonical if resource is not None else "(unmatched)"
+    if resource is None:  # no route matched (404, 405)
+        return "(unmatched)"
+    return resource.canonical

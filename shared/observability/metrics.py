@@ -66,6 +66,19 @@ EXPORT_SECONDS = Histogram(
     "dicom_export_seconds", "Time to export one patient",
     buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900), registry=REGISTRY,
 )
+API_REQUESTS = Counter(
+    "api_requests_total", "Requests to the index API, by route template, method and status",
+    ["route", "method", "status"], registry=REGISTRY,
+)
+API_SECONDS = Histogram(
+    "api_request_seconds", "Time to answer a request of the index API, by route template",
+    ["route"], buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0),
+    registry=REGISTRY,
+)
+API_PHI_READS = Counter(
+    "api_phi_reads_total", "Reads of original values through the index API, by outcome",
+    ["outcome"], registry=REGISTRY,
+)
 
 
 def exposition() -> bytes:

@@ -400,6 +400,10 @@ def test_phi_reads_beyond_the_rate_limit_are_refused_and_audited(running: ApiSys
                             limit="100").json()["items"]
     assert sum(e["outcome"] == "rate-limited" for e in trail) == statuses.count(429) + 1
     assert sum(e["outcome"] == "ok" for e in trail) == statuses.count(200)
+    metrics = running.api.get("/metrics").body.decode()
+    assert 'api_phi_reads_total{outcome="rate-limited"}' in metrics
+    assert 'route="/api/v1/patients/{pseudo_patient_id}/original"' in metrics
+    assert patient not in metrics  # labels are route templates, never identifiers
     # Another token is not slowed down by this one.
     assert running.api.get(f"/api/v1/patients/{patient}/original",
                            running.tokens["phi-reader"]).status == 200
