@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime
 import io
-from dataclasses import asdict
 from typing import Any
 
 import asyncpg
@@ -13,6 +12,7 @@ from aiohttp import web
 
 from services.index_api.context import (
     audited,
+    audited_read,
     bool_param,
     choice_param,
     context,
@@ -26,7 +26,7 @@ from services.index_api.context import (
 )
 from services.index_api.problems import Problem
 from shared.index import tokens
-from shared.index.lookup import PatientIdentity, read_patient
+from shared.index.lookup import PatientIdentity, read_patient_audited
 
 routes = web.RouteTableDef()
 
@@ -200,7 +200,22 @@ async def patient(request: web.Request) -> web.Response:
 
 
 def _identity(found: PatientIdentity) -> dict[str, Any]:
-    return asdict(found)
+    # As dataclasses.asdict would, written out: asdict's deep copies cost more than the
+    # rest of the answer.
+    return {
+        "pseudo_patient_id": found.pseudo_patient_id,
+        "pseudo_patient_name": found.pseudo_patient_name,
+        "original_patient_id": found.original_patient_id,
+        "original_issuer": found.original_issuer,
+        "original_patient_name": found.original_patient_name,
+        "date_offset_days": found.date_offset_days,
+        "studies": [{"pseudo_study_uid": s.pseudo_study_uid,
+                     "pseudo_study_date": s.pseudo_study_date,
+                     "pseudo_accession": s.pseudo_accession,
+                     "original_study_uid": s.original_study_uid,
+                     "original_study_date": s.original_study_date,
+                     "original_accession": s.original_accession} for s in found.studies],
+    }
 
 
 @routes.get("/api/v1/patients/{pseudo_patient_id}/original")
@@ -209,11 +224,12 @@ async def original(request: web.Request) -> web.Response:
     pseudonym = _pseudonym(request)
     await require(request, tokens.PHI, "patient.phi", pseudonym)
 
-    async def read(connection: asyncpg.Connection) -> PatientIdentity | None:
-        return await read_patient(connection, pseudonym)
+    async def read(connection: asyncpg.Connection, record: tuple[str, ...]
+                   ) -> PatientIdentity | None:
+        return await read_patient_audited(connection, pseudonym, record)
 
-    found = await audited(request, "patient.phi", pseudonym, read,
-                          not_found="no patient has this pseudonymous ID")
+    found = await audited_read(request, "patient.phi", pseudonym, read,
+                               not_found="no patient has this pseudonymous ID")
     return json_response(_identity(found))
 
 

@@ -58,6 +58,28 @@ def values(actor: str, role: str, client: str, action: str, target: str, outcome
             json.dumps(detail or {}, sort_keys=True))
 
 
+def fields(actor: str, role: str, client: str, action: str, target: str) -> tuple[str, ...]:
+    """The parameters of :func:`read_recorded`'s record: who read what, from where."""
+    return (actor, role, client, action, target[:200])
+
+
+def read_recorded(query: str, first: int, order_by: str = "") -> str:
+    """One statement that answers the rows of ``query`` (a SELECT with parameters $1 to
+    ``$first - 1``) and writes the audit record of that read, with the :func:`fields` as
+    parameters ``$first`` on: outcome ok and status 200 when the query found a row, else
+    not-found and 404, without detail. One statement is one transaction, as in
+    :func:`record` on the reading connection, and one round trip instead of four."""
+    who = ", ".join(f"${n}" for n in range(first, first + 5))
+    return (
+        f"WITH found AS ({query}), recorded AS ("
+        "INSERT INTO audit_event (actor, role, client, action, target, outcome, status)"
+        f" SELECT {who}, CASE WHEN hit THEN '{OK}' ELSE '{NOT_FOUND}' END,"
+        " CASE WHEN hit THEN 200 ELSE 404 END"
+        " FROM (SELECT EXISTS (SELECT FROM found) AS hit) AS answered)"
+        " SELECT * FROM found" + (f" ORDER BY {order_by}" if order_by else "")
+    )
+
+
 async def record(
     connection: asyncpg.Connection, *, actor: str, role: str = "", client: str = "",
     action: str, target: str = "", outcome: str = OK, status: int | None = None,

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
+from shared.index import audit
+
 
 @dataclass(frozen=True, slots=True)
 class StudyIdentity:
@@ -41,27 +43,45 @@ async def patient_by_pseudonym(
         return await read_patient(connection, pseudo_patient_id)
 
 
+# The patient and its studies in one query: a row per study (oldest first), or one row with
+# no study when the patient has none.
+_PATIENT_AND_STUDIES = (
+    "SELECT p.pseudo_patient_id, p.pseudo_patient_name, p.original_patient_id,"
+    " p.original_issuer, p.original_patient_name, p.date_offset_days, s.pseudo_study_uid,"
+    " s.pseudo_study_date, s.pseudo_accession, s.original_study_uid, s.original_study_date,"
+    " s.original_accession, s.created_at AS study_created_at, s.id AS study_id"
+    " FROM patient p LEFT JOIN study s ON s.patient = p.id WHERE p.pseudo_patient_id = $1"
+)
+_ORDER = "study_created_at, study_id"
+_READ = f"SELECT * FROM ({_PATIENT_AND_STUDIES}) AS found ORDER BY {_ORDER}"
+_READ_AUDITED = audit.read_recorded(_PATIENT_AND_STUDIES, 2, _ORDER)
+
+
+def _identity(rows: list[asyncpg.Record]) -> PatientIdentity | None:
+    if not rows:
+        return None
+    first = rows[0]
+    return PatientIdentity(
+        first["pseudo_patient_id"], first["pseudo_patient_name"], first["original_patient_id"],
+        first["original_issuer"], first["original_patient_name"], first["date_offset_days"],
+        [StudyIdentity(r["pseudo_study_uid"], r["pseudo_study_date"], r["pseudo_accession"],
+                       r["original_study_uid"], r["original_study_date"],
+                       r["original_accession"])
+         for r in rows if r["study_id"] is not None],
+    )
+
+
 async def read_patient(
     connection: asyncpg.Connection, pseudo_patient_id: str
 ) -> PatientIdentity | None:
     """:func:`patient_by_pseudonym` on one connection, so that a caller can audit the read
     in the same transaction."""
-    row = await connection.fetchrow(
-        "SELECT id, pseudo_patient_id, pseudo_patient_name, original_patient_id,"
-        " original_issuer, original_patient_name, date_offset_days"
-        " FROM patient WHERE pseudo_patient_id = $1",
-        pseudo_patient_id.strip(),
-    )
-    if row is None:
-        return None
-    studies = await connection.fetch(
-        "SELECT pseudo_study_uid, pseudo_study_date, pseudo_accession, original_study_uid,"
-        " original_study_date, original_accession FROM study WHERE patient = $1"
-        " ORDER BY created_at, id",
-        row["id"],
-    )
-    return PatientIdentity(
-        row["pseudo_patient_id"], row["pseudo_patient_name"], row["original_patient_id"],
-        row["original_issuer"], row["original_patient_name"], row["date_offset_days"],
-        [StudyIdentity(**dict(s)) for s in studies],
-    )
+    return _identity(await connection.fetch(_READ, pseudo_patient_id.strip()))
+
+
+async def read_patient_audited(
+    connection: asyncpg.Connection, pseudo_patient_id: str, record: tuple[str, ...]
+) -> PatientIdentity | None:
+    """:func:`read_patient` and its audit record (``record``: :func:`audit.fields`) in one
+    statement: the record says ok when the patient was found, else not-found."""
+    return _identity(await connection.fetch(_READ_AUDITED, pseudo_patient_id.strip(), *record))
