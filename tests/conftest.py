@@ -8,6 +8,7 @@ database of its own, dropped afterwards.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -61,9 +62,9 @@ def _with_database(url: str, name: str) -> str:
     return f"{base}/{name}" + (f"?{query}" if query else "")
 
 
-@pytest.fixture
-def database_url(admin_url: str) -> Iterator[str]:
-    """A fresh, empty database for one test."""
+@contextlib.contextmanager
+def fresh_database(admin_url: str) -> Iterator[str]:
+    """The URL of a new, empty database on the test server, dropped afterwards."""
     name = f"anon_test_{uuid.uuid4().hex[:12]}"
 
     async def run(sql: str) -> None:
@@ -78,6 +79,13 @@ def database_url(admin_url: str) -> Iterator[str]:
         yield _with_database(admin_url, name)
     finally:
         asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def database_url(admin_url: str) -> Iterator[str]:
+    """A fresh, empty database for one test."""
+    with fresh_database(admin_url) as url:
+        yield url
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ the tests that change it (tokens, configuration, the fuzzing at the end) leave i
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import subprocess
@@ -19,12 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import openpyxl
 import pytest
 
 from tests import synth
 from tests.api_support import Answer, Api, check_answer, multipart
+from tests.conftest import fresh_database
 from tests.e2e.test_retrieve import SCP_AET, STUDIES, System, start_system, study_files
 from tests.orthanc import Orthanc, orthanc_available
 from tests.s3_server import S3Endpoint, free_port
@@ -88,21 +87,8 @@ def assert_no_original_value(answer: Answer, where: str) -> None:
 
 @pytest.fixture(scope="module")
 def module_database(admin_url: str) -> Iterator[str]:
-    name = f"anon_api_{uuid.uuid4().hex[:12]}"
-
-    async def run(sql: str) -> None:
-        connection = await asyncpg.connect(admin_url)
-        try:
-            await connection.execute(sql)
-        finally:
-            await connection.close()
-
-    asyncio.run(run(f'CREATE DATABASE "{name}"'))
-    base, _, params = admin_url.partition("?")
-    try:
-        yield base.rsplit("/", 1)[0] + f"/{name}" + (f"?{params}" if params else "")
-    finally:
-        asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with fresh_database(admin_url) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
