@@ -99,7 +99,11 @@ SCHEMAS: dict[str, Any] = {
                         waiting=INTEGER, inconsistent=INTEGER),
         open_jobs={"type": "object", "additionalProperties": INTEGER},
         export_enabled=BOOLEAN,
-        storage_scp=_object(["ae_title", "port"], ae_title=STRING, port=INTEGER)),
+        storage_scp=_object(
+            ["ae_title", "port", "state"], ae_title=STRING, port=INTEGER,
+            state={"enum": ["listening", "elsewhere"],
+                   "description": "listening: the SCP runs in this process (anon serve); "
+                                  "elsewhere: it is its own service (scp-ingest)"})),
     "RtSet": _object(
         ["pseudo_study_uid", "kind", "status", "objects", "problems", "checked_at"],
         pseudo_study_uid=STRING, kind={"enum": ["rt", "other"]},

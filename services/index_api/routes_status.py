@@ -63,8 +63,10 @@ async def status(request: web.Request) -> web.Response:
                     "inconsistent": counts["sets_inconsistent"]},
         "open_jobs": {r["kind"]: r["jobs"] for r in open_jobs},
         "export_enabled": await export_enabled(ctx.pool, settings.export_enabled),
+        # anon serve passes the port of the SCP it runs; index-api alone does not run one.
         "storage_scp": {"ae_title": settings.scp_ae_title,
-                        "port": ctx.scp_port if ctx.scp_port is not None else settings.scp_port},
+                        "port": ctx.scp_port if ctx.scp_port is not None else settings.scp_port,
+                        "state": "listening" if ctx.scp_port is not None else "elsewhere"},
     })
 
 
