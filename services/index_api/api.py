@@ -1,5 +1,5 @@
-"""The index API's aiohttp application: middlewares, routes, health endpoints and the
-OpenAPI document."""
+"""The index API's aiohttp application: middlewares, routes, health endpoints, the
+OpenAPI document and the web console."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from services.index_api import (
 from services.index_api.context import CONTEXT, ApiContext, authentication
 from services.index_api.openapi import document
 from services.index_api.problems import problems
+from services.index_api.static import add_console_routes
 from shared.observability.health import CHECKS, Check, add_health_routes
 
 
@@ -29,6 +30,7 @@ def api_app(ctx: ApiContext, checks: dict[str, Check]) -> web.Application:
     app[CHECKS] = checks
     add_health_routes(app)
     app.router.add_get("/openapi.json", _openapi)
+    add_console_routes(app)
     for module in (routes_index, routes_status, routes_commands, routes_objects,
                    routes_config):
         app.router.add_routes(module.routes)

@@ -24,3 +24,7 @@ def test_the_wheel_holds_every_migration(tmp_path: Path) -> None:
     expected = {p.name for p in (ROOT / "infra" / "db" / "migrations").glob("*.sql")}
     assert expected and shipped == expected
     assert any(n.startswith("shared/deid/data/") and n.endswith(".csv") for n in names)
+    # The web console, every file of it, where the index API reads it.
+    console = {Path(n).name for n in names if n.startswith("services/index_api/console/")}
+    assert console == {p.name for p in (ROOT / "services" / "index_api" / "console").iterdir()}
+    assert {"index.html", "app.js", "console.css"} <= console
