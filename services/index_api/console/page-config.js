@@ -69,6 +69,7 @@ function configPage(kind, title) {
       const about = h("dl", { class: "facts" });
       const history = h("div");
       const editor = editorFor(kind);
+      editor.text.readOnly = true; // until the document in force is in it
       // Scripts come in two languages; a filter is always CTP's.
       const dialect = h("select", { name: "dialect" },
         h("option", { value: "auto", text: "recognise it" }),
@@ -89,6 +90,7 @@ function configPage(kind, title) {
           doc.options && doc.options.length ? h("div", {}, h("dt", { text: "Options" }),
             h("dd", { text: doc.options.join(", ") })) : null);
         editor.set(doc.text || "");
+        editor.text.readOnly = false;
         fill(problem);
         if (doc.text === null && doc.source === "built-in") {
           message.info(`The built-in ${kind === "script" ? "profile" : "filter"} is in force; `
@@ -165,9 +167,9 @@ function configPage(kind, title) {
           button("Reload what is in force", load),
           confirming("Reset to the settings…", "Reset: use what the settings name", async () => {
             try {
-              showDocument(await send("DELETE", `/api/v1/config/${kind}`));
-              message.info("Reset: what the settings name is in force again.");
+              await send("DELETE", `/api/v1/config/${kind}`);
               await load();
+              message.info("Reset: what the settings name is in force again.");
             } catch (error) {
               message.error(error);
             }
