@@ -22,6 +22,7 @@ from typing import Any
 
 import openpyxl
 import pytest
+from playwright.sync_api import expect, sync_playwright
 
 from tests import synth
 from tests.e2e import test_index_api
@@ -30,8 +31,6 @@ from tests.e2e.test_retrieve import STUDIES
 
 pytestmark = pytest.mark.integration
 
-playwright_api = pytest.importorskip("playwright.sync_api")
-expect = playwright_api.expect
 
 # The running system of the index API's tests (and the database it needs), one per module.
 running = test_index_api.running
@@ -62,7 +61,7 @@ class Shots:
         if self.docs is not None:
             session = page.context.new_cdp_session(page)
             try:
-                shot = session.send("Page.captureScreenshot", {"format": "webp", "quality": 70})
+                shot = session.send("Page.captureScreenshot", {"format": "webp", "quality": 60})
             finally:
                 session.detach()
             (self.docs / f"console-{name}.webp").write_bytes(base64.b64decode(shot["data"]))
@@ -72,7 +71,7 @@ class Shots:
 def browser() -> Iterator[Any]:
     if not Path(CHROMIUM).exists():
         pytest.fail("Chromium is not installed: run `make system-packages` (Debian: chromium)")
-    with playwright_api.sync_playwright() as playwright:
+    with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGUMENTS)
         try:
             yield launched
