@@ -1,7 +1,9 @@
 // Log: the recent warnings and errors of every service (their messages carry no PHI).
 
 import { get } from "./api.js";
-import { button, every, field, fill, h, heading, notice, table, when } from "./ui.js";
+import { button, every, field, fill, h, heading, notice, pager, table, when } from "./ui.js";
+
+const PER_PAGE = 50;
 
 function fields(values) {
   const entries = Object.entries(values || {});
@@ -24,6 +26,25 @@ export default {
       h("option", { value: "10080", text: "the last week" }),
       h("option", { value: "0", text: "any time", selected: true }));
     let last = "";
+    let page = 1;
+    let rows = [];
+
+    function draw() {
+      const start = (page - 1) * PER_PAGE;
+      fill(list, table({ caption: `Recent warnings and errors (${rows.length}, newest first)`,
+        rows: rows.slice(start, start + PER_PAGE), empty: "No warning or error.",
+        rowClass: (e) => e.level,
+        columns: [
+          { label: "When", cell: (e) => when(e.at), class: "when" },
+          { label: "Service", cell: (e) => e.service },
+          { label: "Level", cell: (e) => h("span", { class: `state ${e.level}`, text: e.level }) },
+          { label: "Logger", cell: (e) => e.logger },
+          { label: "Message", cell: (e) => e.message },
+          { label: "Details", cell: (e) => fields(e.fields), class: "data" },
+        ] }),
+      rows.length > PER_PAGE ? pager({ page, hasMore: start + PER_PAGE < rows.length,
+        label: "Pages of the log", onPage: (n) => { page = n; draw(); } }) : null);
+    }
 
     async function load(force = false) {
       try {
@@ -32,16 +53,9 @@ export default {
         const json = JSON.stringify(answer);
         if (!force && json === last) return;
         last = json;
-        fill(list, table({ caption: `Recent warnings and errors (${answer.items.length}, newest first)`,
-          rows: answer.items, empty: "No warning or error.", rowClass: (e) => e.level,
-          columns: [
-            { label: "When", cell: (e) => when(e.at), class: "when" },
-            { label: "Service", cell: (e) => e.service },
-            { label: "Level", cell: (e) => h("span", { class: `state ${e.level}`, text: e.level }) },
-            { label: "Logger", cell: (e) => e.logger },
-            { label: "Message", cell: (e) => e.message },
-            { label: "Details", cell: (e) => fields(e.fields), class: "data" },
-          ] }));
+        rows = answer.items;
+        if (force) page = 1;
+        draw();
         message.clear();
       } catch (error) {
         message.error(error);

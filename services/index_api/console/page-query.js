@@ -6,8 +6,9 @@
 
 import { send } from "./api.js";
 import { jobsPanel } from "./jobs.js";
-import { button, checkbox, dicomDate, field, fill, h, heading, notice, table } from "./ui.js";
+import { button, checkbox, dicomDate, field, fill, h, heading, notice, pager, table } from "./ui.js";
 
+const PER_PAGE = 50;
 const MODALITIES = ["CT", "MR", "CR", "DX", "MG", "US", "NM", "PT", "XA", "RF", "RTSTRUCT",
   "RTPLAN", "RTDOSE", "RTIMAGE", "SR", "OT"];
 
@@ -46,10 +47,17 @@ function queryForm(ctx, results, message, retrieved) {
       })));
   let found = [];
   let shownPhi = false;
-  const boxes = new Map();
+  let page = 1;
+  const chosen = new Set(); // the refs ticked, on every page of the results
 
   function selected() {
-    return found.filter((s) => boxes.get(s.ref) && boxes.get(s.ref).checked);
+    return found.filter((s) => chosen.has(s.ref));
+  }
+
+  function choose(rows) {
+    chosen.clear();
+    for (const s of rows) chosen.add(s.ref);
+    draw();
   }
 
   const count = h("span", { class: "muted", "aria-live": "polite" });
@@ -65,8 +73,7 @@ function queryForm(ctx, results, message, retrieved) {
       message.info(`Retrieve ${started.job} started for ${started.items} `
         + `${started.items === 1 ? "study" : "studies"}; its progress is below.`);
       retrieved(started.job);
-      for (const box of boxes.values()) box.checked = false;
-      updateCount();
+      choose([]);
     } catch (error) {
       message.error(error);
     } finally {
@@ -80,12 +87,15 @@ function queryForm(ctx, results, message, retrieved) {
   }
 
   function draw() {
-    boxes.clear();
     const columns = [
       { label: "Select", cell: (s) => {
         const box = h("input", { type: "checkbox", "aria-label": `Select study ${s.n}`,
-          on: { change: updateCount } });
-        boxes.set(s.ref, box);
+          checked: chosen.has(s.ref) });
+        box.addEventListener("change", () => {
+          if (box.checked) chosen.add(s.ref);
+          else chosen.delete(s.ref);
+          updateCount();
+        });
         return box;
       } },
       { label: "Study", cell: (s) => String(s.n), class: "num" },
@@ -108,18 +118,19 @@ function queryForm(ctx, results, message, retrieved) {
             href: `#/index/${encodeURIComponent(s.pseudo_patient_id)}`,
             text: s.pseudo_patient_id }), ")"] : "")
         : "No") });
+    const start = (page - 1) * PER_PAGE;
     fill(results,
       h("div", { class: "actions" },
-        button("Select all", () => { for (const b of boxes.values()) b.checked = true; updateCount(); }),
-        button("Select none", () => { for (const b of boxes.values()) b.checked = false; updateCount(); }),
-        button("Select those not imported", () => {
-          for (const s of found) boxes.get(s.ref).checked = !s.already_imported;
-          updateCount();
-        }),
+        button("Select all", () => choose(found)),
+        button("Select none", () => choose([])),
+        button("Select those not imported", () => choose(found.filter((s) => !s.already_imported))),
         retrieve, count),
-      table({ caption: `Studies found on the PACS (${found.length})`, columns, rows: found,
+      table({ caption: `Studies found on the PACS (${found.length})`, columns,
+        rows: found.slice(start, start + PER_PAGE),
         empty: "The PACS has no study matching the query.",
-        rowClass: (s) => (s.already_imported ? "done" : "") }));
+        rowClass: (s) => (s.already_imported ? "done" : "") }),
+      found.length > PER_PAGE ? pager({ page, hasMore: start + PER_PAGE < found.length,
+        label: "Pages of the results", onPage: (n) => { page = n; draw(); } }) : null);
     updateCount();
   }
 
@@ -145,6 +156,8 @@ function queryForm(ctx, results, message, retrieved) {
         { json: body, query: wantPhi ? { phi: "true" } : {} });
       found = answer.studies.map((s, n) => ({ ...s, n: n + 1 }));
       shownPhi = wantPhi;
+      page = 1;
+      chosen.clear();
       draw();
       const imported = found.filter((s) => s.already_imported).length;
       message.info(`${found.length} ${found.length === 1 ? "study" : "studies"} found, `
