@@ -217,6 +217,17 @@ def test_a_token_is_kept_in_the_tab_only_and_a_wrong_one_is_refused_plainly(
         tabs = page.locator("#tabs a").all_inner_texts()
         assert tabs == ["Query / Retrieve", "Receiving", "Export", "Index", "Viewer",
                         "Elements", "RT sets", "Log"]
+        # From the keyboard: the page's title has the focus, the tabs are just before it,
+        # and a tab opened with Enter moves the focus to its page.
+        focused = "() => [document.activeElement.tagName, document.activeElement.textContent]"
+        assert page.evaluate(focused) == ["H2", "Query / Retrieve"]
+        page.keyboard.press("Shift+Tab")
+        assert page.evaluate(focused) == ["A", "Log"]
+        page.keyboard.press("Enter")
+        page.locator('#tabs a[href="#/log"][aria-current="page"]').wait_for()
+        assert page.evaluate(focused) == ["H2", "Log"]
+        page.keyboard.press("Tab")
+        assert page.evaluate("() => document.activeElement.labels[0].textContent") == "Service"
         page.get_by_role("button", name="Sign out").click()
         page.get_by_label("Token").wait_for()
         assert page.evaluate("() => sessionStorage.length") == 0

@@ -88,6 +88,8 @@ function signedIn(session) {
   who.hidden = false;
   who.textContent = `Signed in as ${session.name} (${session.role})`;
   show();
+  const title = $("page").querySelector(".page-title");
+  if (title) title.focus();
 }
 
 function signedOut(text) {
