@@ -3,8 +3,10 @@ the pseudonym lookup, the Excel workbook and the RT batch tracking files."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime
-import io
+import tempfile
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -102,19 +104,27 @@ async def list_patients(request: web.Request) -> web.Response:
     exported = _exported(request)
     since = _day_start(date_param(request, "first_seen_from"))
     until = _day_start(date_param(request, "first_seen_to"), plus_days=1)
-    phi = await _with_phi(request, "patients.phi")
     arguments = (search, exported, since, until, size + 1, (page - 1) * size)
-    if not phi:
+    return await _listing(request, "patients.phi", PATIENTS, arguments, _patient, page, size)
+
+
+async def _listing(
+    request: web.Request, action: str, sql: str, arguments: tuple[Any, ...],
+    shape: Callable[[asyncpg.Record, bool], dict[str, Any]], page: int, size: int,
+) -> web.Response:
+    """A page of a listing; with ``phi=true`` (phi-reader) its original values too, the read
+    audited in its transaction and rate-limited."""
+    if not await _with_phi(request, action):
         async with context(request).pool.acquire() as connection:
-            rows = await connection.fetch(PATIENTS, *arguments)
-        return json_response(paged([_patient(r, False) for r in rows], page, size))
+            rows = await connection.fetch(sql, *arguments)
+        return json_response(paged([shape(r, False) for r in rows], page, size))
 
     async def read(connection: asyncpg.Connection) -> list[asyncpg.Record]:
-        return list(await connection.fetch(PATIENTS, *arguments))
+        return list(await connection.fetch(sql, *arguments))
 
-    rows = await audited(request, "patients.phi", f"page {page}", read,
+    rows = await audited(request, action, f"page {page}", read,
                          detail=lambda found: {"rows": min(len(found), size)})
-    return json_response(paged([_patient(r, True) for r in rows], page, size))
+    return json_response(paged([shape(r, True) for r in rows], page, size))
 
 
 STUDIES = (
@@ -162,18 +172,7 @@ async def list_studies(request: web.Request) -> web.Response:
     arguments = (text_param(request, "patient"), _like_prefix(text_param(request, "search")),
                  date_param(request, "study_date_from"), date_param(request, "study_date_to"),
                  _exported(request), size + 1, (page - 1) * size)
-    phi = await _with_phi(request, "studies.phi")
-    if not phi:
-        async with context(request).pool.acquire() as connection:
-            rows = await connection.fetch(STUDIES, *arguments)
-        return json_response(paged([_study(r, False) for r in rows], page, size))
-
-    async def read(connection: asyncpg.Connection) -> list[asyncpg.Record]:
-        return list(await connection.fetch(STUDIES, *arguments))
-
-    rows = await audited(request, "studies.phi", f"page {page}", read,
-                         detail=lambda found: {"rows": min(len(found), size)})
-    return json_response(paged([_study(r, True) for r in rows], page, size))
+    return await _listing(request, "studies.phi", STUDIES, arguments, _study, page, size)
 
 
 def _pseudonym(request: web.Request) -> str:
@@ -234,28 +233,35 @@ async def original(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/v1/index.xlsx")
-async def workbook(request: web.Request) -> web.Response:
+async def workbook(request: web.Request) -> web.StreamResponse:
     """The whole index as the RSNA Anonymizer's Excel workbook; original values only with
     ``phi=true`` (phi-reader; audited)."""
     from shared.index.workbook import index_workbook
 
     await require(request, tokens.STATUS)
     phi = await _with_phi(request, "index.workbook.phi")
-    out = io.BytesIO()
     pool = context(request).pool
-    if phi:
-        async def write(connection: asyncpg.Connection) -> int:
-            return await index_workbook(pool, True, out)
+    # A large index makes a large file: written to a temporary file, then sent from it.
+    with tempfile.TemporaryFile() as out:
+        if phi:
+            async def write(connection: asyncpg.Connection) -> int:
+                return await index_workbook(pool, True, out)
 
-        studies = await audited(request, "index.workbook.phi", "index", write,
-                                detail=lambda count: {"studies": count})
-    else:
-        studies = await index_workbook(pool, False, out)
-    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d")
-    return web.Response(
-        body=out.getvalue(), content_type=XLSX,
-        headers={"Content-Disposition": f'attachment; filename="index-{stamp}.xlsx"',
-                 "X-Studies": str(studies)})
+            studies = await audited(request, "index.workbook.phi", "index", write,
+                                    detail=lambda count: {"studies": count})
+        else:
+            studies = await index_workbook(pool, False, out)
+        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d")
+        response = web.StreamResponse(headers={
+            "Content-Type": XLSX, "X-Studies": str(studies),
+            "Content-Disposition": f'attachment; filename="index-{stamp}.xlsx"'})
+        response.content_length = out.seek(0, 2)
+        out.seek(0)
+        await response.prepare(request)
+        while chunk := await asyncio.to_thread(out.read, 1 << 20):
+            await response.write(chunk)
+        await response.write_eof()
+    return response
 
 
 @routes.get("/api/v1/rt-tracking")
