@@ -30,6 +30,7 @@ PRINTS = {
     ".venv/bin/python -m benchmarks.cli_startup": ["anon --help:", "server running:"],
     ".venv/bin/python -m benchmarks.retrieve": ["storescp: median", "anon retrieve --wait:"],
     ".venv/bin/python -m benchmarks.export": ["exporter job: median", "pynetdicom loop:"],
+    ".venv/bin/python -m benchmarks.index_api": ["lookups/s", "audit one record per lookup: True"],
 }
 COMMANDS = sorted(command for command, where in RUN_ELSEWHERE.items() if where == BENCHMARKS)
 
