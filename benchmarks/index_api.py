@@ -24,13 +24,16 @@ Per run (``--repeat``, figures are medians of the runs):
 - after a warm-up, **sequential**: one client, one lookup at a time; and **concurrent**:
   ``--lookups`` lookups from this process (the server is the other) over keep-alive
   connections, at the concurrency chosen by a sweep in the first run (the highest
-  throughput whose median and 99th percentile stay within the target), or the one given;
+  throughput whose median and 99th percentile stay within the target), or the one given,
+  with the CPU each lookup cost the server, its PostgreSQL backends and this process;
 - every lookup is of a random existing pseudonym and must be answered 200 with that
   pseudonym (else it counts as an error); after the server stops, the audit trail must
   hold one ``patient.phi`` record of the run's token per lookup.
 
-And, without HTTP, the **inner loop**: the transaction of the lookup (``read_patient`` and
-the audit record) in a loop on one asyncpg connection, to show what HTTP and the token add.
+And, without HTTP, the **inner loop**: the lookup's statement (``read_patient_audited``: the
+read and its audit record) in a loop on one asyncpg connection, the same as a transaction of
+``read_patient`` and the audit insert, and the token check of every request, to show what
+HTTP and the token add.
 
 The target: median under 5 ms, 99th percentile under 20 ms, at least 1,000 lookups/s.
 """
