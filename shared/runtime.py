@@ -142,7 +142,16 @@ def service_main(name: str, run: Callable[[Settings], Coroutine[Any, Any, None]]
     except ConfigurationError as exc:
         sys.exit(f"{name}: {exc}")
     configure_logging(name, settings.log_level)
-    asyncio.run(run(settings))
+    run_loop(run(settings))
+
+
+def run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run a service's main coroutine on uvloop: the same asyncio, with about a third less
+    CPU per request or message in the event loop (measured on the index API's lookups,
+    docs/benchmarks.md)."""
+    import uvloop
+
+    uvloop.run(main)
 
 
 async def wait_for_signal() -> None:

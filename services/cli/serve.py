@@ -26,10 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    import asyncio
-
     from services.embedded.app import serve
     from shared.observability.logging import configure_logging
+    from shared.runtime import run_loop
 
     updates = {k: v for k, v in {"data_dir": args.data_dir, "scp_port": args.port,
                                  "scp_ae_title": args.aet,
@@ -37,5 +36,5 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                                  "api_port": args.api_port if args.api_port is not None
                                  else args.health_port}.items() if v is not None}
     configure_logging("anon-serve", settings.log_level)
-    asyncio.run(serve(settings.model_copy(update=updates)))
+    run_loop(serve(settings.model_copy(update=updates)))
     return 0

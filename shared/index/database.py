@@ -28,10 +28,19 @@ def resolve_url(data_dir: Path | None, url: str | None = None) -> str:
     return embedded_url(data_dir)
 
 
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """What a connection needs before it goes back to the pool: nothing. asyncpg rolls back
+    a transaction left open either way; its default reset (unlock advisory locks, close
+    cursors, unlisten, reset settings) costs a round trip per use, and this code keeps no
+    session state: no SET, LISTEN or cursor outside a transaction, and the migrations'
+    advisory lock is released where it is taken."""
+
+
 async def create_pool(url: str, min_size: int = 1, max_size: int = 4) -> asyncpg.Pool:
     """A connection pool; the error names the server, never the credentials."""
     try:
-        pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size)
+        pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size,
+                                         reset=_keep_session)
     except (OSError, asyncpg.PostgresError) as exc:
         raise DatabaseUnavailable(
             f"cannot connect to the PHI index database: {exc.__class__.__name__}: {exc}"
