@@ -119,7 +119,7 @@ def test_rows_past_a_sheets_size_go_on_in_the_next_sheet(tmp_path: Path) -> None
 def test_the_event_loop_stays_free_while_a_large_workbook_is_written(
     database_url: str,
 ) -> None:
-    count = 2_500
+    count = 6_000
 
     async def run() -> tuple[int, float, float, int]:
         opened = await open_index(None, database_url, "654321")
@@ -158,5 +158,7 @@ def test_the_event_loop_stays_free_while_a_large_workbook_is_written(
 
     written, took, worst, streamed = asyncio.run(run())
     assert written == streamed == count
-    assert took > 1.0, "too few rows to tell a blocked loop from a free one"
-    assert worst < 0.3, f"the event loop waited {worst:.2f} s while the workbook was written"
+    # A blocked loop would wait about as long as the whole write; a free one ticks on.
+    assert took > 0.5, "too few rows to tell a blocked loop from a free one"
+    assert worst < min(0.3, took / 4), (
+        f"the event loop waited {worst:.2f} s of the {took:.2f} s the workbook took")
