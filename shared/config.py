@@ -80,7 +80,16 @@ class Settings(BaseSettings):
     )
     scp_spool_dir: Path | None = Field(
         default=None,
-        description="folder receiving C-STORE data sets, swept at start; unset: system temp",
+        description="the Storage SCP's journal: received objects are durable here before "
+        "Success and until relayed; a volume of its own; unset: DATA_DIR/scp-journal",
+    )
+    scp_processes: int = Field(
+        default=1, ge=1, le=64,
+        description="receiver processes sharing the SCP port (SO_REUSEPORT); one per core",
+    )
+    scp_journal_min_free_bytes: int = Field(
+        default=256 << 20, ge=0,
+        description="free bytes the journal's volume keeps; below it C-STOREs get A700",
     )
     scp_max_associations: int = Field(
         default=32, ge=1, le=1000, description="associations at once; one more is rejected"
@@ -100,7 +109,8 @@ class Settings(BaseSettings):
     )
     scp_store_timeout: float = Field(
         default=60.0, gt=0,
-        description="seconds to store and announce one C-STORE, then Out of Resources",
+        description="seconds to make one C-STORE durable in the journal, then Out of "
+        "Resources; at a stop, seconds the relay gets to drain the journal",
     )
     max_object_bytes: int = Field(
         default=4 << 30, ge=1, description="largest object taken in; larger ones refused"

@@ -136,7 +136,7 @@ def _file_key(path: Path) -> str:
         return fallback_key(handle.read(1 << 20))
 
 
-def _validate(data: bytes) -> str:
+def validate(data: bytes) -> str:
     """The incoming key of a valid object; raises :class:`RejectedObject` with the reason
     for any object that cannot be taken in, whatever failed in the reader."""
     try:
@@ -202,6 +202,44 @@ class Ingest:
         ):
             return await self._receive(cast(bytes, view), path, source, calling_ae, receipt)
 
+    async def relay_file(self, path: Path, key: str, source: str, calling_ae: str) -> None:
+        """Store and announce an object already checked (a Storage SCP journal entry,
+        under the key its check gave); raises :class:`IngestFailed` with nothing announced
+        when storage or broker cannot take it."""
+        self._track_current()
+        started = time.perf_counter()
+        metadata = {"source": source, "calling-ae": calling_ae}
+        incoming = self.buckets.incoming
+        await self._put(incoming, key, b"", path, metadata)
+        await self._announce(incoming, key, source)
+        size = path.stat().st_size
+        self._in_background(self._record(key, source, calling_ae, size))
+        RECEIVED.labels(source=source).inc()
+        RECEIVE_SECONDS.observe(time.perf_counter() - started)
+
+    async def keep_refused(self, path: Path, key: str, code: str, reason: str) -> None:
+        """Keep an object refused when it was received in quarantine, with its reason."""
+        self._track_current()
+        refusal = RejectedObject(reason)
+        refusal.code = code
+        await self._refuse(key, b"", path, refusal, None)
+
+    async def _announce(self, bucket: str, key: str, source: str) -> None:
+        """Publish the anonymize message of a stored object; deletes the object again
+        (and raises IngestFailed) when the broker does not confirm it."""
+        try:
+            await self.broker.publish(
+                ANONYMIZE, {"bucket": bucket, "key": key, "source": source},
+                correlation_id=key.rsplit("/", 1)[-1][:16],
+            )
+        except asyncio.CancelledError:
+            # The message may or may not be queued: without its object it changes nothing.
+            self._in_background(self._delete_quietly(bucket, key))
+            raise
+        except Exception as exc:
+            await self._discard(bucket, key)
+            raise IngestFailed(f"broker: {exc.__class__.__name__}") from exc
+
     def _too_large(self, size: int) -> ObjectTooLarge | None:
         if self.max_object_bytes is None or size <= self.max_object_bytes:
             return None
@@ -217,7 +255,7 @@ class Ingest:
         started = time.perf_counter()
         try:
             # Reading is CPU work on objects of any size: off the loop that serves the SCP.
-            key = await asyncio.to_thread(_validate, data)
+            key = await asyncio.to_thread(validate, data)
         except RejectedObject as exc:
             return await self._refuse(fallback_key(data), data, path, exc, receipt)
         if receipt is not None and receipt.abandoned:
@@ -228,18 +266,7 @@ class Ingest:
         if receipt is not None and not receipt.commit():
             await self._discard(incoming, key)
             raise Abandoned
-        try:
-            await self.broker.publish(
-                ANONYMIZE, {"bucket": incoming, "key": key, "source": source},
-                correlation_id=key.rsplit("/", 1)[-1][:16],
-            )
-        except asyncio.CancelledError:
-            # The message may or may not be queued: without its object it changes nothing.
-            self._in_background(self._delete_quietly(incoming, key))
-            raise
-        except Exception as exc:
-            await self._discard(incoming, key)
-            raise IngestFailed(f"broker: {exc.__class__.__name__}") from exc
+        await self._announce(incoming, key, source)
         # Bookkeeping only (the worker records the receipt too): not on the sender's time.
         self._in_background(self._record(key, source, calling_ae, len(data)))
         RECEIVED.labels(source=source).inc()

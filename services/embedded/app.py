@@ -64,7 +64,7 @@ async def serve(settings: Settings) -> None:
         watching = asyncio.create_task(watch_released(
             resources.store, resources.buckets, resources.broker, resources.index.index,
             released))
-        scp = start_scp(embedded, resources)
+        scp = await start_scp(embedded, resources)
         fetcher = QrFetcher(embedded, resources)
         retrieving = await resources.broker.consume(RETRIEVE, fetcher.handle, prefetch=2)
         await fetcher.announce_open_items()
@@ -77,9 +77,9 @@ async def serve(settings: Settings) -> None:
         api, api_port = await start_api(
             api_context(embedded, resources, CommandClient(InProcessTransport(registries)),
                         None, scp.port),
-            resources.checks())
+            {**resources.checks(), **scp.checks()})
         health = (await start_health_server(embedded.health_host, embedded.health_port,
-                                            resources.checks())
+                                            {**resources.checks(), **scp.checks()})
                   if embedded.health_port != embedded.api_port else None)
         print(f"listening for C-STORE as {embedded.scp_ae_title} on port {scp.port}; "
               f"SITEID {resources.index.site.site_id}; data in {embedded.data_dir}; "
@@ -94,8 +94,7 @@ async def serve(settings: Settings) -> None:
         await commands.close()
         await retrieving.cancel()
         await stop_exporter(exporting, sweeper)
-        scp.stop()
-        await scp.ingest.drain()
+        await scp.stop()
         await consumer.cancel()
         await relinking.cancel()
         await api.cleanup()

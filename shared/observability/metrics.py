@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 REGISTRY = CollectorRegistry()
 
@@ -28,6 +28,10 @@ DEIDENTIFY_SECONDS = Histogram(
 RT_SET_CHECKS = Counter(
     "dicom_set_checks_total", "Sets re-checked by rt-relinker, by kind and resulting status",
     ["kind", "status"], registry=REGISTRY,
+)
+JOURNAL_ENTRIES = Gauge(
+    "dicom_scp_journal_entries", "Objects answered Success and not yet relayed from the "
+    "Storage SCP's journal to the object store and the broker", registry=REGISTRY,
 )
 RECEIVE_SECONDS = Histogram(
     "dicom_receive_seconds", "Time to store and announce one received object",

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from shared.dicom.errors import RejectedObject
-from shared.ingest import Unreadable, _validate
+from shared.ingest import Unreadable, validate
 from tests.handmade import nested_file
 
 
@@ -19,7 +19,7 @@ def test_the_reader_running_out_of_stack_is_a_refusal_not_a_crash() -> None:
     sys.setrecursionlimit(len(inspect.stack()) + 60)  # as if the stack were nearly used up
     try:
         with pytest.raises(RejectedObject) as refused:
-            _validate(data)
+            validate(data)
     finally:
         sys.setrecursionlimit(limit)
     assert isinstance(refused.value, Unreadable)
@@ -29,9 +29,9 @@ def test_the_reader_running_out_of_stack_is_a_refusal_not_a_crash() -> None:
 
 def test_nesting_beyond_the_limit_is_refused_with_a_reason() -> None:
     with pytest.raises(RejectedObject) as refused:
-        _validate(nested_file(3000))
+        validate(nested_file(3000))
     assert "nest" in refused.value.reason
 
 
 def test_a_valid_object_gets_its_key() -> None:
-    assert _validate(nested_file(3)).endswith(".dcm")
+    assert validate(nested_file(3)).endswith(".dcm")
