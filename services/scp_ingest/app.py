@@ -48,15 +48,19 @@ def open_journal(settings: Settings) -> Journal:
 class ScpService:
     """The running Storage SCP and the relay of its journal."""
 
-    def __init__(self, settings: Settings, resources: Resources) -> None:
+    def __init__(self, settings: Settings, resources: Resources,
+                 own_process: bool = False) -> None:
         self.settings = settings
+        # Receivers in processes of their own: always with SCP_PROCESSES > 1, and where
+        # this process also runs CPU-bound work (anon serve's workers) that would hold the
+        # interpreter while a sender waits for its answer.
+        self.separate = own_process or settings.scp_processes > 1
         self.journal = open_journal(settings)
         self.ingest = Ingest(resources.store, resources.buckets, resources.broker,
                              resources.index.index, max_object_bytes=settings.max_object_bytes)
-        processes = settings.scp_processes
-        # Receivers in other processes are noticed by looking at the journal often.
+        # What receivers in other processes commit is noticed by looking often.
         self.relay = Relay(self.journal, self.ingest,
-                           poll_seconds=0.05 if processes > 1 else 1.0)
+                           poll_seconds=0.05 if self.separate else 1.0)
         self.scp: StorageSCP | None = None
         self.receivers: ReceiverProcesses | None = None
 
@@ -71,7 +75,7 @@ class ScpService:
                      extra=log_fields(count=waiting))
         self.relay.start()
         settings = self.settings
-        if settings.scp_processes == 1:
+        if not self.separate:
             self.scp = StorageSCP(self.journal, settings.scp_ae_title, scp_options(settings))
             await self.scp.start(settings.scp_host, settings.scp_port)
         else:
@@ -110,9 +114,10 @@ class ScpService:
             await asyncio.wait_for(self.ingest.drain(), 5.0)
 
 
-async def start_scp(settings: Settings, resources: Resources) -> ScpService:
-    """Start the SCP and the relay on the running loop."""
-    service = ScpService(settings, resources)
+async def start_scp(settings: Settings, resources: Resources,
+                    own_process: bool = False) -> ScpService:
+    """Start the SCP (here, or in receiver processes) and the relay on the running loop."""
+    service = ScpService(settings, resources, own_process)
     await service.start()
     return service
 

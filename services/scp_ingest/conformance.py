@@ -28,8 +28,13 @@ LIMITS = [
      "opens, and for the release (ARTIM timer)"),
     ("scp_dimse_timeout", "seconds: waiting for a DIMSE message the SCP expects"),
     ("scp_network_timeout", "seconds: an association idle this long is aborted"),
-    ("scp_store_timeout", "seconds: a C-STORE waits this long for its object to be stored "
-     "and announced, then answers A700 and keeps nothing of it"),
+    ("scp_store_timeout", "seconds: a C-STORE waits this long for its object to be made "
+     "durable in the journal, then answers A700 and keeps nothing of it"),
+    ("scp_journal_min_free_bytes", "bytes: free space the journal's volume keeps; below "
+     "it, and when the volume fills during a write, C-STOREs are answered A700 and "
+     "nothing of the object is kept"),
+    ("scp_processes", "receiver processes on the one port (SO_REUSEPORT); each admits "
+     "its share of `SCP_MAX_ASSOCIATIONS`"),
     ("max_object_bytes", "bytes: the largest object accepted; a larger one is refused "
      "unread (C000); one growing beyond it by more than 1 % and 1 MiB while it is received "
      "is cut off (the association is aborted) and nothing of it is kept"),
@@ -64,10 +69,12 @@ def conformance_statement() -> str:
         "",
         "| Status | Meaning | When |",
         "|---|---|---|",
-        f"| {SUCCESS:04X} | Success | the object is stored and its processing is queued |",
-        f"| {OUT_OF_RESOURCES:04X} | Refused: Out of Resources | storage or message broker "
-        "unavailable, or not done within `SCP_STORE_TIMEOUT`; nothing was kept or announced, "
-        "the sender may retry |",
+        f"| {SUCCESS:04X} | Success | the object is durable: written and flushed to the disk "
+        "in the SCP's journal (`SCP_SPOOL_DIR`), from which it is stored and queued for "
+        "de-identification; it survives a crash of any process |",
+        f"| {OUT_OF_RESOURCES:04X} | Refused: Out of Resources | the journal's volume is full "
+        "or below `SCP_JOURNAL_MIN_FREE_BYTES`, the journal failed, or the SCP is stopping; "
+        "nothing was kept, the sender may retry |",
         f"| {CANNOT_UNDERSTAND:04X} | Error: Cannot Understand | the object is refused: not "
         "valid DICOM (truncated, missing SOP Instance, Study or Series UID...), beyond a "
         "limit of the reader (size, inflated size, nesting depth) or larger than "

@@ -95,25 +95,28 @@ def test_broker_restart_mid_run_loses_nothing(tmp_path: Path, pipeline: Pipeline
         assert process.process.poll() is None, f"{process.name} died"
 
 
-def test_storage_down_answers_failure_and_keeps_nothing(
+def test_objects_received_while_storage_is_down_wait_in_the_journal_and_arrive_once(
     tmp_path: Path, pipeline: Pipeline, s3_control: object
 ) -> None:
+    """With the object store down the SCP still answers Success: each object is durable in
+    its journal; once the store is back the relay stores and announces each, once."""
     (folder,) = _write_series(tmp_path / "in", 3)
-    pipeline.start("scp_ingest")
+    pipeline.start("scp_ingest", SCP_STORE_TIMEOUT="2")
+    journal = pipeline.tmp / "data" / "scp-journal" / "ready"
     s3_control.stop()  # type: ignore[attr-defined]
     try:
-        refused = pipeline.storescu(folder, "-v")
+        sent = pipeline.storescu(folder, "-v")
+        assert sent.returncode == 0, sent.stderr[-800:]
+        assert (sent.stdout + sent.stderr).count("Received Store Response (Success)") == 3
+        assert len(list(journal.iterdir())) == 3
     finally:
         s3_control.start()  # type: ignore[attr-defined]
-    output = refused.stdout + refused.stderr
-    assert refused.returncode != 0
-    # storescu stops at the first refusal; the object is refused, nothing is kept
-    assert "Received Store Response (Refused: OutOfResources)" in output
-    assert pipeline.counts()["received"] == 0
-    assert pipeline.keys(pipeline.buckets.incoming) == []
+    deadline = time.monotonic() + 60
+    while any(journal.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(journal.iterdir())
+    assert len(pipeline.keys(pipeline.buckets.incoming)) == 3
     pipeline.start("anonymizer_worker")
-    retried = pipeline.storescu(folder)
-    assert retried.returncode == 0, retried.stderr[-800:]
     counts = pipeline.wait_for(lambda c: c["deidentified"] >= 3)
     assert counts["deidentified"] == 3
 
@@ -237,10 +240,16 @@ def test_health_endpoints_report_liveness_readiness_and_metrics(
     with urllib.request.urlopen(f"{base}/livez", timeout=5) as response:
         assert response.status == 200
     with urllib.request.urlopen(f"{base}/readyz", timeout=5) as response:
-        assert json.load(response)["checks"] == ["broker", "database", "storage"]
-    with urllib.request.urlopen(f"{base}/metrics", timeout=5) as response:
-        metrics = response.read().decode()
-    assert 'dicom_objects_received_total{source="scp"} 2.0' in metrics
+        assert json.load(response)["checks"] == ["broker", "database", "receivers", "storage"]
+    deadline = time.monotonic() + 15  # counted once relayed from the journal
+    while True:
+        with urllib.request.urlopen(f"{base}/metrics", timeout=5) as response:
+            metrics = response.read().decode()
+        if 'dicom_objects_received_total{source="scp"} 2.0' in metrics:
+            break
+        assert time.monotonic() < deadline, metrics[-2000:]
+        time.sleep(0.2)
+    assert "dicom_scp_journal_entries" in metrics
     s3_control.stop()  # type: ignore[attr-defined]
     try:
         with pytest.raises(urllib.error.HTTPError) as not_ready:
