@@ -98,9 +98,11 @@ async def _sql(url: str, statement: str) -> object:
 
 @contextmanager
 def deployment(admin_url: str, amqp_url: str, s3: dict[str, str]) -> Iterator[dict[str, str]]:
-    """Environment of a fresh deployment (database, queues, buckets)."""
+    """Environment of a fresh deployment (database, queues, buckets, data folder: the
+    SCP's journal among others)."""
     tag = uuid.uuid4().hex[:8]
     name = f"bench_{tag}"
+    data = Path(tempfile.mkdtemp(prefix=f"bench-data-{tag}-"))
     asyncio.run(_sql(admin_url, f'CREATE DATABASE "{name}"'))
     base = admin_url.rsplit("/", 1)[0]
     env = {**os.environ, "DATABASE_URL": f"{base}/{name}", "AMQP_URL": amqp_url,
@@ -108,7 +110,7 @@ def deployment(admin_url: str, amqp_url: str, s3: dict[str, str]) -> Iterator[di
            "BUCKET_INCOMING": f"in-{tag}", "BUCKET_DEIDENTIFIED": f"deid-{tag}",
            "BUCKET_QUARANTINE": f"quar-{tag}", "BUCKET_EXPORTS": f"exp-{tag}",
            "SCP_HOST": "127.0.0.1", "SCP_PORT": str(free_port()), "HEALTH_HOST": "127.0.0.1",
-           "LOG_LEVEL": "WARNING", "WORKER_CONCURRENCY": "4"}
+           "LOG_LEVEL": "WARNING", "WORKER_CONCURRENCY": "4", "DATA_DIR": str(data)}
     subprocess.run([sys.executable, "-m", "services.cli", "migrate"], env=env, check=True,
                    capture_output=True)
     try:
@@ -126,6 +128,7 @@ def deployment(admin_url: str, amqp_url: str, s3: dict[str, str]) -> Iterator[di
             await broker.close()
 
         asyncio.run(drop_queues())
+        shutil.rmtree(data, ignore_errors=True)
 
 
 def start(service: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
