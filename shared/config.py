@@ -87,6 +87,16 @@ class Settings(BaseSettings):
         default=1, ge=1, le=64,
         description="receiver processes sharing the SCP port (SO_REUSEPORT); one per core",
     )
+    scp_relay_quiet_seconds: float = Field(
+        default=0.25, ge=0,
+        description="the relay waits until no object arrived for this long (0: never "
+        "waits), so senders are answered at full speed; see SCP_RELAY_MAX_DEFERRED",
+    )
+    scp_relay_max_deferred: int = Field(
+        default=10000, ge=0,
+        description="journal entries beyond which the relay no longer waits for a quiet "
+        "moment and relays while objects arrive",
+    )
     scp_journal_min_free_bytes: int = Field(
         default=256 << 20, ge=0,
         description="free bytes the journal's volume keeps; below it C-STOREs get A700",

@@ -64,8 +64,7 @@ async def serve(settings: Settings) -> None:
         watching = asyncio.create_task(watch_released(
             resources.store, resources.buckets, resources.broker, resources.index.index,
             released))
-        # The receiver in a process of its own: the workers here hold the interpreter.
-        scp = await start_scp(embedded, resources, own_process=True)
+        scp = await start_scp(embedded, resources)
         fetcher = QrFetcher(embedded, resources)
         retrieving = await resources.broker.consume(RETRIEVE, fetcher.handle, prefetch=2)
         await fetcher.announce_open_items()

@@ -365,8 +365,11 @@ class Relay:
     """Drains the journal's ``ready/`` into the object store and the broker."""
 
     def __init__(self, journal: Journal, ingest: Ingest, concurrency: int = 8,
-                 poll_seconds: float = 1.0, retry_seconds: float = 1.0) -> None:
+                 poll_seconds: float = 1.0, retry_seconds: float = 1.0,
+                 quiet_seconds: float = 0.0, max_deferred: int = 0) -> None:
         self.journal = journal
+        self.quiet_seconds = quiet_seconds
+        self.max_deferred = max_deferred
         self.ingest = ingest
         self.concurrency = concurrency
         self.poll_seconds = poll_seconds
@@ -395,6 +398,10 @@ class Relay:
             entries = [entry for entry in self.journal.ready_entries()
                        if entry.name not in self._in_flight]
             JOURNAL_ENTRIES.set(len(entries) + len(self._in_flight))
+            wait = self._deferral(entries)
+            if wait > 0:
+                await asyncio.sleep(wait)
+                continue
             if entries:
                 failed = await self.relay(entries)
                 if not failed:
@@ -402,6 +409,22 @@ class Relay:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.journal.committed.wait(),
                                        self.retry_seconds if failed else self.poll_seconds)
+
+    def _deferral(self, entries: list[Path]) -> float:
+        """Seconds to wait before relaying: while objects keep arriving (the newest entry
+        is younger than ``quiet_seconds``) and fewer than ``max_deferred`` wait, the
+        relay leaves the cores to the receivers. Its uploads, announcements and records
+        cost several times the CPU of receiving an object, and on shared cores they
+        slowed the sender down to the relay's pace: a burst (a study pushed by a PACS)
+        is answered at full speed and relayed right after it."""
+        if not entries or not self.quiet_seconds or len(entries) >= self.max_deferred:
+            return 0.0
+        try:
+            newest = int(entries[-1].name.split("-", 1)[0])
+        except ValueError:
+            return 0.0
+        age = (time.time_ns() - newest) / 1e9
+        return max(0.0, self.quiet_seconds - age)
 
     async def relay(self, entries: list[Path]) -> bool:
         """Relay ``entries`` ``concurrency`` at a time; True if any failed (it stays)."""
