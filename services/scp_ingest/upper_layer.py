@@ -278,6 +278,13 @@ class Acceptor:
                     await asyncio.wait_for(writer.drain(), 2.0)
         except (PeerGone, ConnectionError, asyncio.IncompleteReadError):
             pass
+        except Exception as exc:  # a defect here must cost one association, not the SCP
+            RECEIVE_FAILURES.labels(reason="error").inc()
+            log.error("association aborted: unexpected error",
+                      extra=log_fields(host=host, error=type(exc).__name__))
+            with contextlib.suppress(Exception):
+                writer.write(abort_pdu(0))
+                await asyncio.wait_for(writer.drain(), 2.0)
         finally:
             connection.end()
             writer.close()
@@ -390,7 +397,10 @@ class _Connection:
             return False
         self.admitted = True
         association = Association(calling, str(primitive.called_ae_title).strip(), self.host)
-        answer = self._negotiate(primitive, association)
+        try:
+            answer = self._negotiate(primitive, association)
+        except Exception:
+            raise PeerError(INVALID_PARAMETER, "A-ASSOCIATE-RQ not negotiable") from None
         self.association = association
         await self._send(answer)
         return True
