@@ -269,7 +269,9 @@ def end_to_end(
     processes += worker_processes
     relinker = start("rt_relinker", env)
     processes.append(relinker)
-    groups: dict[str, object] = {"scp-ingest": [scp.pid]}
+    # scp-ingest receives in processes of its own: they count as its CPU.
+    receivers = [child.pid for child in psutil.Process(scp.pid).children(recursive=True)]
+    groups: dict[str, object] = {"scp-ingest": [scp.pid, *receivers]}
     for n, process in enumerate(worker_processes, 1):
         groups[f"anonymizer-worker {n}"] = [process.pid]
     groups["rt-relinker"] = [relinker.pid]
