@@ -160,5 +160,7 @@ def test_the_event_loop_stays_free_while_a_large_workbook_is_written(
     assert written == streamed == count
     # A blocked loop would wait about as long as the whole write; a free one ticks on.
     assert took > 0.5, "too few rows to tell a blocked loop from a free one"
-    assert worst < min(0.3, took / 4), (
+    # Half the write: a blocked loop waits it all; a busy machine (other processes on
+    # the cores, the writing thread holding the interpreter) stretches a free one's gaps.
+    assert worst < took / 2, (
         f"the event loop waited {worst:.2f} s of the {took:.2f} s the workbook took")
