@@ -28,7 +28,6 @@ import contextlib
 import logging
 import socket
 import struct
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -561,5 +560,3 @@ class _Connection:
             out += _pdu(P_DATA_TF, item)
         await self._send(bytes(out))
 
-
-Serve = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
