@@ -29,6 +29,7 @@ PRINTS = {
     ".venv/bin/python -m benchmarks.pipeline": ["end_to_end"],
     ".venv/bin/python -m benchmarks.ingest": ["x storescp:", "journal relayed"],
     ".venv/bin/python -m benchmarks.capacity": ["database connections"],
+    ".venv/bin/python -m benchmarks.scale_workers": ["local_per_core_ratio_2_vs_1:"],
     ".venv/bin/python -m benchmarks.memory": ["peak"],
     ".venv/bin/python -m benchmarks.cli_startup": ["anon --help:", "server running:"],
     ".venv/bin/python -m benchmarks.retrieve": ["storescp: median", "anon retrieve --wait:"],
