@@ -54,6 +54,11 @@ class Settings(BaseSettings):
     retry_max_delay_seconds: float = Field(
         default=300.0, ge=0.001, description="longest wait between deliveries"
     )
+    shutdown_grace_seconds: float = Field(
+        default=30.0, ge=0,
+        description="at SIGTERM, seconds the messages being handled get to finish; the rest "
+        "go back to their queue",
+    )
     incoming_retention_days: float = Field(
         default=0.0, ge=0, description="days a processed received object is kept; 0: none"
     )

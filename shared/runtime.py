@@ -74,8 +74,13 @@ async def open_resources(settings: Settings, broker: Broker | None = None) -> Re
         if broker is None:
             topology = topology_from(settings)
             dependencies = dependency_check(index, store)
-            broker = (RabbitBroker(settings.amqp_url, topology, dependencies=dependencies)
-                      if settings.amqp_url else MemoryBroker(topology, dependencies=dependencies))
+            # At a stop, handlers still running after the grace are cancelled and their
+            # messages go back to the queue (the orchestrator's grace must exceed it).
+            grace = settings.shutdown_grace_seconds
+            broker = (RabbitBroker(settings.amqp_url, topology, dependencies=dependencies,
+                                   grace=grace)
+                      if settings.amqp_url
+                      else MemoryBroker(topology, dependencies=dependencies, grace=grace))
         await broker.connect()
     except BaseException:
         await store.close()
