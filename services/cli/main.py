@@ -29,6 +29,7 @@ from services.cli import (
     serve,
     tokens,
 )
+from services.cli.backup import Backup, Restore
 from services.cli.system import Conformance, Migrate, Redrive, Status
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ class Command(Protocol):
 
 COMMANDS: tuple[object, ...] = (
     deidentify, rt_batch, serve, importing, query, retrieve, export, jobs, Status, lookup, index,
-    quarantine, Redrive, Migrate, profile, Conformance, tokens, audit,
+    quarantine, Redrive, Migrate, Backup, Restore, profile, Conformance, tokens, audit,
 )
 
 
