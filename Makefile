@@ -5,9 +5,10 @@ BIN    := $(VENV)/bin
 DATA   ?= data
 
 # The Debian packages the tests use: DCMTK (storescu, dcmdump), dicom3tools (dciodvfy) and
-# Orthanc (the PACS and the export destination of the query/retrieve and export tests) and
-# Chromium (the browser of the web console's tests).
-TEST_PACKAGES := dcmtk dicom3tools orthanc chromium
+# Orthanc (the PACS and the export destination of the query/retrieve and export tests),
+# Chromium (the browser of the web console's tests), docker-compose (the compose file's
+# schema check) and prometheus (promtool, the alert rules' check).
+TEST_PACKAGES := dcmtk dicom3tools orthanc chromium docker-compose prometheus
 
 .PHONY: install system-packages run deidentify test lint bench fuzz clean
 
