@@ -85,6 +85,9 @@ class Pipeline:
     buckets: Buckets
     scp_port: int
     processes: list[ServiceProcess] = field(default_factory=list)
+    # Topologies of services started with other delivery settings than :attr:`env`'s,
+    # deleted with the deployment's own.
+    other_topologies: list[Topology] = field(default_factory=list)
 
     @property
     def env(self) -> dict[str, str]:
@@ -120,12 +123,18 @@ class Pipeline:
     def start(self, service: str, **extra: str) -> ServiceProcess:
         """Start ``services.<service>`` and wait until it is ready."""
         health = free_port()
-        log = self.tmp / f"{service}-{len(self.processes)}.log"
         env = {**self.env, "HEALTH_PORT": str(health), **extra}
-        handle = log.open("wb")
-        process = subprocess.Popen([sys.executable, "-m", f"services.{service}"], env=env,
-                                   stdout=handle, stderr=subprocess.STDOUT)
-        running = ServiceProcess(service, process, health, log)
+        return self.launch(service, [sys.executable, "-m", f"services.{service}"], env, health)
+
+    def launch(self, name: str, command: list[str], env: dict[str, str], health_port: int,
+               cwd: Path | None = None) -> ServiceProcess:
+        """Start ``command`` with exactly ``env`` (a service as a deployment configures it)
+        and wait until its ``/readyz`` on ``health_port`` answers; stopped with the
+        deployment."""
+        log = self.tmp / f"{name}-{len(self.processes)}.log"
+        process = subprocess.Popen(command, env=env, cwd=cwd, stdout=log.open("wb"),
+                                   stderr=subprocess.STDOUT)
+        running = ServiceProcess(name, process, health_port, log)
         self.processes.append(running)
         running.wait_ready()
         return running
@@ -222,8 +231,10 @@ def pipeline(
             process.stop()
 
         async def cleanup() -> None:
-            # Also the retry queues a test's own broker with default delays declared.
-            for topology in (running.topology, Topology(running.prefix, 3)):
+            # Also the retry queues a test's own broker with default delays declared. Other
+            # topologies first: connecting declares the queues, which must match theirs.
+            for topology in (*running.other_topologies, running.topology,
+                             Topology(running.prefix, 3)):
                 broker = RabbitBroker(amqp_url, topology)
                 await broker.connect()
                 await broker.delete_topology()
