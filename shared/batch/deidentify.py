@@ -12,13 +12,13 @@ Refused inputs are copied to the quarantine folder and listed with their reason 
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
 
+from shared.batch.fileio import InputFile, open_input, write_atomically
 from shared.batch.pool import map_chunks, start_pool
 from shared.batch.progress import NoProgress, Progress
 from shared.batch.rejected import Rejection, write_quarantine
@@ -29,11 +29,12 @@ from shared.deid.options import ProfileOptions
 from shared.deid.pseudonymizer import Pseudonymizer
 from shared.deid.rules import RuleSet
 from shared.dicom.errors import RejectedObject
+from shared.dicom.output import SourceChanged
 from shared.dicom.parse import parse
 from shared.index.connect import OpenIndex, open_index
 from shared.index.database import DatabaseUnavailable
 from shared.index.phi_index import patient_key
-from shared.storage.keys import UnsafePath, safe_path
+from shared.storage.keys import UnsafePath, safe_path_below
 
 CHUNK = 16  # files per task sent to a process
 
@@ -110,14 +111,34 @@ class FileWorker:
             batch_size=64,
             offload=False,  # this process's loop has nothing else to do
         )
+        self._out: tuple[Path, Path] = (Path(), Path())
 
     def process(self, index: int, source: Path) -> FileResult:
+        return self.loop.run_until_complete(self._process(index, source))
+
+    def process_chunk(self, chunk: list[Item]) -> list[FileResult]:
+        """The files of a chunk, in one run of the event loop (entering it per file costs
+        more than de-identifying a small file's header)."""
+        return self.loop.run_until_complete(self._process_chunk(chunk))
+
+    async def _process_chunk(self, chunk: list[Item]) -> list[FileResult]:
+        return [await self._process(i, Path(p)) for i, p in chunk]
+
+    async def _process(self, index: int, source: Path) -> FileResult:
         try:
-            data = source.read_bytes()
+            input_file = open_input(source)
         except OSError as exc:
             return FileResult(index, str(source), code="unreadable", reason=exc.strerror or "")
         try:
-            result, record = self.loop.run_until_complete(self.pseudonymizer.prepare(data))
+            return await self._deidentify(index, source, input_file)
+        except SourceChanged as exc:
+            return FileResult(index, str(source), code="unreadable", reason=exc.strerror or "")
+        finally:
+            input_file.close()
+
+    async def _deidentify(self, index: int, source: Path, input_file: InputFile) -> FileResult:
+        try:
+            result, record = await self.pseudonymizer.prepare(input_file.buffer)
         except RejectedObject as exc:
             return FileResult(index, str(source), code=exc.code, reason=exc.reason)
         except (asyncpg.PostgresError, OSError):
@@ -127,9 +148,10 @@ class FileWorker:
             # values of the object.
             return FileResult(index, str(source), code="error",
                               reason=f"unexpected {exc.__class__.__name__} while processing")
+        out = self._resolved_out()
         try:
-            target = safe_path(
-                self.settings.out,
+            target = safe_path_below(
+                out,
                 result.patient_id or "unknown",
                 result.study_instance_uid,
                 result.series_instance_uid,
@@ -138,15 +160,21 @@ class FileWorker:
             )
         except UnsafePath as exc:
             return FileResult(index, str(source), code=exc.code, reason=exc.reason)
-        _write_atomically(target, result.data)
-        self.loop.run_until_complete(self.pseudonymizer.record(record))
-        relative = target.relative_to(self.settings.out.resolve())
+        # Spans of a mapped input are offsets into the file itself (those of a deflated
+        # one point into its inflated copy, and its output has no span anyway).
+        from_file = input_file.mapped and result.encoded.source is input_file.buffer
+        write_atomically(target, result.encoded, input_file.fd if from_file else None)
+        await self.pseudonymizer.record(record)
         return FileResult(
-            index, str(source), str(relative), result.patient_id, result.study_instance_uid
+            index, str(source), str(target.relative_to(out)), result.patient_id,
+            result.study_instance_uid,
         )
 
-    def process_chunk(self, chunk: list[Item]) -> list[FileResult]:
-        return [self.process(i, Path(p)) for i, p in chunk]
+    def _resolved_out(self) -> Path:
+        """The output folder, resolved once (per folder: a benchmark changes it)."""
+        if self._out[0] != self.settings.out:
+            self._out = (self.settings.out, self.settings.out.resolve())
+        return self._out[1]
 
     def flush(self) -> None:
         """Write the pending instance records to the index."""
@@ -156,24 +184,6 @@ class FileWorker:
         self.flush()
         self.loop.run_until_complete(self.opened.close())
         self.loop.close()
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Write via a temporary file and a rename, so no half-written object is ever seen.
-
-    A re-run finds identical files in place; leaving them untouched spares the file system
-    the flush that renaming over an existing file triggers.
-    """
-    try:
-        if path.stat().st_size == len(data) and path.read_bytes() == data:
-            return
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.unlink(missing_ok=True)  # a link left there is removed, never written through
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
 
 
 # --- in the pool's processes ----------------------------------------------------------------
@@ -211,10 +221,17 @@ def _scan_chunk(chunk: list[Item]) -> list[Scanned | None]:
     found: list[Scanned | None] = []
     for i, path in chunk:
         try:
-            ident = identity(parse(Path(path).read_bytes()))
-        except (RejectedObject, OSError):
+            input_file = open_input(Path(path))
+        except OSError:
             found.append(None)
             continue
+        try:
+            ident = identity(parse(input_file.buffer))
+        except RejectedObject:
+            found.append(None)
+            continue
+        finally:
+            input_file.close()
         key = patient_key(ident.patient_id, ident.issuer_of_patient_id, ident.study_instance_uid)
         found.append((i, key, ident.patient_name))
     return found

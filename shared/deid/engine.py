@@ -27,6 +27,7 @@ from shared.deid.rules import (
 )
 from shared.dicom import encode
 from shared.dicom.errors import Malformed
+from shared.dicom.output import Buffer, Encoded, Piece, Span
 from shared.dicom.parse import (
     FIRST_DATA_SET_GROUP,
     UNDEFINED_LENGTH,
@@ -85,9 +86,10 @@ class ObjectIdentity:
 
 @dataclass(frozen=True, slots=True)
 class Deidentified:
-    """A de-identified object (PS3.10 bytes) and the identifiers it now carries."""
+    """A de-identified object (PS3.10, as the pieces it was written from) and the
+    identifiers it now carries."""
 
-    data: bytes
+    encoded: Encoded
     patient_id: str
     study_instance_uid: str
     series_instance_uid: str
@@ -96,6 +98,15 @@ class Deidentified:
     transfer_syntax_uid: str
     modality: str
     study_date: str
+
+    @property
+    def data(self) -> bytes:
+        """The object's bytes in one buffer (joined at the first call)."""
+        return self.encoded.tobytes()
+
+    @property
+    def size(self) -> int:
+        return self.encoded.size
 
 
 def identity(obj: DicomObject) -> ObjectIdentity:
@@ -151,7 +162,7 @@ class Engine:
         self._additions = sorted(rules.additions, key=lambda a: a.tag)
 
     @staticmethod
-    def read(data: bytes) -> DicomObject:
+    def read(data: Buffer) -> DicomObject:
         """Parse and validate an object; raises :class:`RejectedObject` with the reason."""
         return parse(data)
 
@@ -170,7 +181,7 @@ class Engine:
         ctx = ObjectContext(obj, pseudonyms, self.uids, integers if integers is not None else {},
                             known_uids=dict(pseudonyms.known_uids),
                             known_accessions=dict(pseudonyms.known_accessions))
-        out: list[bytes | memoryview] = []
+        out: list[Piece] = []
         self._item(ctx, obj.dataset, obj.syntax, TextTreatment.NONE, out, top=True)
         if ctx.missing_integers:
             raise NeedsIntegers(ctx.missing_integers)
@@ -178,9 +189,9 @@ class Engine:
         new_sop = self._new_value(ctx, SOP_INSTANCE_UID)
         if not new_sop:
             raise Malformed("the profile removed the SOP Instance UID")
-        data = encode.part10(sop_class, new_sop, obj.transfer_syntax_uid, out)
+        encoded = encode.part10(sop_class, new_sop, obj.transfer_syntax_uid, obj.buffer, out)
         return Deidentified(
-            data=data,
+            encoded=encoded,
             patient_id=self._new_value(ctx, PATIENT_ID),
             study_instance_uid=self._new_value(ctx, STUDY_INSTANCE_UID),
             series_instance_uid=self._new_value(ctx, SERIES_INSTANCE_UID),
@@ -250,11 +261,12 @@ class Engine:
         item: Item,
         syntax: Syntax,
         treatment: TextTreatment,
-        out: list[bytes | memoryview],
+        out: list[Piece],
         top: bool = False,
     ) -> None:
-        buf = memoryview(ctx.obj.buffer)
-        rules = self.rules
+        buf = ctx.obj.buffer
+        action_of = self.rules.action
+        string_vrs = _STRING_VRS
         keep, copy, remove = Kind.KEEP, Kind.COPY, Kind.REMOVE
         plain = treatment is TextTreatment.NONE
         additions = self._additions if top else []
@@ -263,7 +275,7 @@ class Engine:
         for tag, element in item.elements.items():
             if next_add < len(additions) and additions[next_add].tag <= tag:
                 if run_start >= 0:
-                    out.append(buf[run_start:run_end])
+                    out.append(Span(run_start, run_end))
                     run_start = -1
                 replaced = False
                 while next_add < len(additions) and additions[next_add].tag <= tag:
@@ -276,6 +288,7 @@ class Engine:
                 if replaced:
                     continue
             action: Action
+            vr = element.vr
             if tag < FIRST_DATA_SET_GROUP:
                 # File meta and command elements never travel inside a data set: the file
                 # meta is always written afresh.
@@ -283,48 +296,45 @@ class Engine:
             elif tag & 0x10000:
                 action = self._private_action(item, tag, ctx)
             else:
-                action = rules.action(tag, element.vr)
-            if element.opaque and not (
-                action.kind in (copy, keep) and self._kept_exactly(item, tag, ctx)
-                and dictionary_vr(tag) != "SQ"
-            ):
-                # An uninterpretable value may hide anything: no rule can be applied to
-                # what it holds, so it goes unless a rule keeps exactly this element (and
-                # it is not a sequence, whose rule means "apply the rules inside").
-                action = REMOVE
+                action = action_of(tag, vr)
+            kind = action.kind
+            if element.opaque:
+                if not (kind in (copy, keep) and self._kept_exactly(item, tag, ctx)
+                        and dictionary_vr(tag) != "SQ"):
+                    # An uninterpretable value may hide anything: no rule can be applied to
+                    # what it holds, so it goes unless a rule keeps exactly this element
+                    # (and it is not a sequence, whose rule means "apply the rules inside").
+                    action, kind = REMOVE, remove
             elif (
-                element.vr in _STRING_VRS and element.length != UNDEFINED_LENGTH
-                and action.kind is not remove
-                and not plausible(element.vr, buf, element.value, element.value + element.length,
-                                  action.kind is keep or action.kind is copy)
+                vr in string_vrs and kind is not remove and element.length != UNDEFINED_LENGTH
+                and not plausible(vr, buf, element.value, element.value + element.length,
+                                  kind is keep or kind is copy)
             ):
                 # Control bytes (the next elements swallowed by a wrong length), or a value
                 # kept as it is that is not what its VR says (a date that is no date).
-                action = REMOVE
-            kind = action.kind
+                action, kind = REMOVE, remove
             if kind is copy or (kind is keep and element.items is None and (
-                plain or element.vr not in _CLEAN_TEXT_VRS
+                plain or vr not in _CLEAN_TEXT_VRS
             )):
                 if element.relabelled:
                     # Kept, but under the VR it really has: a reader must not see a UID as
                     # a date, nor a date as bytes.
                     if run_start >= 0:
-                        out.append(buf[run_start:run_end])
+                        out.append(Span(run_start, run_end))
                         run_start = -1
-                    out.append(encode.element(tag, element.vr, bytes(ctx.obj.raw(element)),
-                                              syntax))
+                    out.append(encode.element(tag, vr, bytes(ctx.obj.raw(element)), syntax))
                     continue
                 if run_start < 0:
                     run_start = element.start
                 run_end = element.end
                 continue
             if run_start >= 0:
-                out.append(buf[run_start:run_end])
+                out.append(Span(run_start, run_end))
                 run_start = -1
             if kind is not remove:
                 self._apply(ctx, element, action, syntax, treatment, out)
         if run_start >= 0:
-            out.append(buf[run_start:run_end])
+            out.append(Span(run_start, run_end))
         for addition in additions[next_add:]:
             self._add(ctx, addition, syntax, out)
 
@@ -335,7 +345,7 @@ class Engine:
         action: Action,
         syntax: Syntax,
         treatment: TextTreatment,
-        out: list[bytes | memoryview],
+        out: list[Piece],
     ) -> None:
         kind = action.kind
         tag, vr = element.tag, element.vr
@@ -367,7 +377,7 @@ class Engine:
             cleaned = ctx.encode(ctx.clean_text(ctx.text(element)), vr)
             out.append(encode.element(tag, vr, cleaned, syntax))
         else:
-            out.append(memoryview(ctx.obj.buffer)[element.start : element.end])
+            out.append(Span(element.start, element.end))
 
     def _replace(
         self,
@@ -375,7 +385,7 @@ class Engine:
         element: Element,
         value: ActionResult,
         syntax: Syntax,
-        out: list[bytes | memoryview],
+        out: list[Piece],
     ) -> None:
         tag, vr = element.tag, element.vr
         if value is None:
@@ -397,10 +407,10 @@ class Engine:
         elif isinstance(value, Typed):
             out.append(encode.element(tag, value.vr, ctx.encode(value.value, value.vr), syntax))
         elif value is Outcome.KEEP:
-            out.append(memoryview(ctx.obj.buffer)[element.start : element.end])
+            out.append(Span(element.start, element.end))
         elif value is Outcome.PROCESS:
             if element.items is None:
-                out.append(memoryview(ctx.obj.buffer)[element.start : element.end])
+                out.append(Span(element.start, element.end))
             else:
                 self._sequence(ctx, element, syntax, TextTreatment.NONE, out)
         else:
@@ -411,13 +421,12 @@ class Engine:
     ) -> list[bytes]:
         """Items encoded in another syntax (a UN sequence's implicit VR items), written
         again in ``syntax`` element by element, so new items can be appended after them."""
-        out: list[bytes | memoryview] = []
+        out: list[bytes] = []
         self._write_reencoded(ctx, element.items or [], syntax, out)
         return [b"".join(out)]
 
     def _write_reencoded(
-        self, ctx: ObjectContext, items: list[Item], syntax: Syntax,
-        out: list[bytes | memoryview],
+        self, ctx: ObjectContext, items: list[Item], syntax: Syntax, out: list[bytes],
     ) -> None:
         for item in items:
             out.append(encode.item_start(syntax))
@@ -437,7 +446,7 @@ class Engine:
         element: Element,
         syntax: Syntax,
         treatment: TextTreatment,
-        out: list[bytes | memoryview],
+        out: list[Piece],
     ) -> None:
         item_syntax = element.item_syntax or syntax
         # Items in another encoding than the data set (a sequence received as UN) stay in
@@ -456,7 +465,7 @@ class Engine:
 
     def _add(
         self, ctx: ObjectContext, addition: Addition, syntax: Syntax,
-        out: list[bytes | memoryview],
+        out: list[Piece],
     ) -> None:
         value = addition.value(ctx)
         if value is None:
@@ -473,7 +482,7 @@ class Engine:
         tag: int,
         items: SequenceItems,
         syntax: Syntax,
-        out: list[bytes | memoryview],
+        out: list[Piece],
         kept: list[bytes] | None = None,
     ) -> None:
         """Write a sequence of new items made of text elements, after ``kept`` items

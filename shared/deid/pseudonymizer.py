@@ -20,6 +20,7 @@ from shared.deid.context import Pseudonyms
 from shared.deid.ctp_filter import ObjectFilter, identifying_pixels
 from shared.deid.engine import Deidentified, Engine, NeedsIntegers, ObjectIdentity, identity
 from shared.deid.rules import RuleSet
+from shared.dicom.output import Buffer
 from shared.dicom.parse import DicomObject
 from shared.index.phi_index import InstanceRecord, PhiIndex, Site, patient_key
 
@@ -39,7 +40,7 @@ def instance_record(
         pseudo_patient_id=result.patient_id,
         sop_class_uid=result.sop_class_uid,
         modality=result.modality,
-        size_bytes=len(result.data),
+        size_bytes=result.size,
         script_name=rules.name,
         script_sha256=rules.sha256,
         burned_in_annotation_accepted=burned_in_annotation_accepted,
@@ -74,7 +75,7 @@ class Pseudonymizer:
         self._pending: list[InstanceRecord] = []
         self._integers: dict[tuple[str, str], int] = {}
 
-    async def deidentify(self, data: bytes) -> Deidentified:
+    async def deidentify(self, data: Buffer) -> Deidentified:
         """Filter and de-identify PS3.10 bytes; raises ``RejectedObject`` (``FilteredOut``
         for objects the filter refuses) with the reason. The instance record is written
         with the next batch (see :meth:`flush`)."""
@@ -89,7 +90,7 @@ class Pseudonymizer:
             await self.flush()
 
     async def prepare(
-        self, data: bytes, accept_burned_in_annotation: bool = False
+        self, data: Buffer, accept_burned_in_annotation: bool = False
     ) -> tuple[Deidentified, InstanceRecord]:
         """Filter and de-identify, returning the instance record for the caller to write
         once the result is stored (``PhiIndex.record_instances``).
@@ -154,7 +155,7 @@ class Pseudonymizer:
             known_accessions=known_accessions,
         )
 
-    def _read(self, data: bytes, object_filter: ObjectFilter) -> DicomObject:
+    def _read(self, data: Buffer, object_filter: ObjectFilter) -> DicomObject:
         obj = self.engine.read(data)
         object_filter.check(obj)
         return obj

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from datetime import date, timedelta
+from functools import lru_cache
 
 # YYYYMMDD, or the ACR-NEMA form YYYY.MM.DD still found in old files.
 _DA = re.compile(r"^(\d{4})\.?(\d{2})\.?(\d{2})$")
@@ -24,6 +25,8 @@ def _shift(year: int, month: int, day: int, days: int) -> date | None:
     return shifted
 
 
+# The dates of one study repeat in every one of its objects: each is parsed once.
+@lru_cache(maxsize=4096)
 def shift_da(value: str, days: int) -> str:
     """Shift every value of a DA element by ``days`` into the past; '' if any is unreadable."""
     out = []
@@ -42,6 +45,7 @@ def shift_da(value: str, days: int) -> str:
     return "\\".join(out)
 
 
+@lru_cache(maxsize=4096)
 def shift_dt(value: str, days: int) -> str:
     """Shift the date part of every value of a DT element, keeping its precision, time of
     day and UTC offset; '' if any value is unreadable."""

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Sequence
 
+from shared.dicom.output import Buffer, Encoded, Piece
 from shared.dicom.parse import (
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
     ITEM,
     ITEM_DELIMITER,
+    KNOWN_VRS,
     LONG_VRS,
     SEQUENCE_DELIMITER,
     UNDEFINED_LENGTH,
@@ -21,17 +22,26 @@ from shared.dicom.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_N
 _NUL_PADDED = frozenset({"UI", "OB", "UN", "OW", "OD", "OF", "OL", "OV"})
 
 
+# The packers of element headers by byte order: implicit, explicit long, explicit short.
+_PACKERS = {
+    prefix: (struct.Struct(prefix + "HHL").pack, struct.Struct(prefix + "HH2s2xL").pack,
+             struct.Struct(prefix + "HH2sH").pack)
+    for prefix in "<>"
+}
+_VR_BYTES = {vr: vr.encode() for vr in KNOWN_VRS}
+
+
 def header(tag: int, vr: str, length: int, syntax: Syntax) -> bytes:
     """The header of an element whose value is ``length`` bytes (or undefined)."""
-    p = syntax.prefix
+    implicit, explicit_long, explicit_short = _PACKERS[syntax.prefix]
     if not syntax.explicit_vr:
-        return struct.pack(p + "HHL", tag >> 16, tag & 0xFFFF, length)
+        return implicit(tag >> 16, tag & 0xFFFF, length)
     if vr in LONG_VRS:
-        return struct.pack(p + "HH2s2xL", tag >> 16, tag & 0xFFFF, vr.encode(), length)
+        return explicit_long(tag >> 16, tag & 0xFFFF, _VR_BYTES.get(vr) or vr.encode(), length)
     if length > 0xFFFF:
         # Short-header VRs cannot carry longer values; UN can (PS3.5 6.2.2).
-        return struct.pack(p + "HH2s2xL", tag >> 16, tag & 0xFFFF, b"UN", length)
-    return struct.pack(p + "HH2sH", tag >> 16, tag & 0xFFFF, vr.encode(), length)
+        return explicit_long(tag >> 16, tag & 0xFFFF, b"UN", length)
+    return explicit_short(tag >> 16, tag & 0xFFFF, _VR_BYTES.get(vr) or vr.encode(), length)
 
 
 def element(tag: int, vr: str, value: bytes, syntax: Syntax) -> bytes:
@@ -98,14 +108,14 @@ def part10(
     sop_class_uid: str,
     sop_instance_uid: str,
     transfer_syntax_uid: str,
-    dataset: bytes | Sequence[bytes | memoryview],
-) -> bytes:
-    """A complete PS3.10 file around an encoded data set, given whole or as the pieces
-    the engine wrote (joined once, so a large object is copied once)."""
+    source: Buffer,
+    dataset: list[Piece],
+) -> Encoded:
+    """A complete PS3.10 file around the pieces of a data set the engine wrote (new bytes
+    and spans of ``source``), kept as pieces so that nothing large is copied to join them;
+    a deflated data set is joined and deflated whole."""
     meta = file_meta(sop_class_uid, sop_instance_uid, transfer_syntax_uid)
     if transfer_syntax_uid == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
-        whole = dataset if isinstance(dataset, bytes) else b"".join(dataset)
-        return meta + deflate(whole)
-    if isinstance(dataset, bytes):
-        return meta + dataset
-    return b"".join([meta, *dataset])
+        inflated = Encoded(source, dataset).tobytes()
+        return Encoded(source, [meta + deflate(inflated)])
+    return Encoded(source, [meta, *dataset])

@@ -23,6 +23,7 @@ from pydicom.datadict import (  # type: ignore[attr-defined]
 )
 
 from shared.dicom.errors import LimitExceeded, Malformed, MissingAttribute, NotDicom
+from shared.dicom.output import Buffer
 from shared.dicom.values import well_formed
 
 UNDEFINED_LENGTH = 0xFFFFFFFF
@@ -170,7 +171,7 @@ class Item:
 class DicomObject:
     """A parsed object: file meta elements, the data set and the bytes they point into."""
 
-    buffer: bytes
+    buffer: Buffer  # the input, or (deflated) the input with its data set inflated
     meta: Item
     dataset: Item
     syntax: Syntax
@@ -224,7 +225,7 @@ def _repeater_entry(tag: int) -> tuple[str, str, str, str, str] | None:
     return None
 
 
-def parse(data: bytes, require_uids: bool = True, limits: Limits | None = None) -> DicomObject:
+def parse(data: Buffer, require_uids: bool = True, limits: Limits | None = None) -> DicomObject:
     """Index a DICOM object. Raises a :class:`RejectedObject` subclass saying what is wrong.
 
     Accepts PS3.10 files (preamble, ``DICM``, file meta) and bare data sets without file

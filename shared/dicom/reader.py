@@ -18,6 +18,7 @@ from functools import cache
 from pydicom.datadict import DicomDictionary  # type: ignore[attr-defined]
 
 from shared.dicom.errors import LimitExceeded, Malformed, NotDicom, Truncated
+from shared.dicom.output import Buffer
 from shared.dicom.parse import (
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
     EXPLICIT_BE,
@@ -44,13 +45,12 @@ from shared.dicom.parse import (
     syntax_of,
 )
 
-_VR_NAMES = {vr.encode(): vr for vr in KNOWN_VRS}
-
 # VRs the profile acts on as such, and the string VRs a sender may put in their place.
 _VR_DECIDES_RULE = frozenset({"DA", "DT", "UI", "PN"})
 _RELABELLED = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH",
                          "ST", "TM", "UC", "UI", "UT"})
-_LONG_VR_BYTES = frozenset(vr.encode() for vr in LONG_VRS)
+# The two bytes of an explicit VR: its name, and whether its header has a 4-byte length.
+_VR_BY_BYTES = {vr.encode(): (vr, vr in LONG_VRS) for vr in KNOWN_VRS}
 _STRUCTS = {f: struct.Struct(f) for f in ("<HH2sH", ">HH2sH", "<HHL", ">HHL", "<L", ">L")}
 
 _UID = re.compile(r"[0-9]+(?:\.[0-9]+)*")
@@ -70,7 +70,7 @@ def _rule_vrs() -> dict[int, str]:
 class _Reader:
     """Walks elements and items with explicit bounds; raises on any inconsistency."""
 
-    def __init__(self, buffer: bytes, limits: Limits | None = None) -> None:
+    def __init__(self, buffer: Buffer, limits: Limits | None = None) -> None:
         self.buffer = buffer
         self.max_depth = (limits or default_limits()).max_nesting_depth
 
@@ -91,7 +91,7 @@ class _Reader:
         implicit_header = _STRUCTS[p + "HHL"].unpack_from
         u32 = _STRUCTS[p + "L"].unpack_from
         explicit = syntax.explicit_vr
-        long_vrs = _LONG_VR_BYTES
+        vr_names = _VR_BY_BYTES
         rule_vrs = _rule_vrs()
         last_tag = -1
         while pos < end:
@@ -107,13 +107,14 @@ class _Reader:
                     return Item(elements), pos + 8
                 raise Malformed(f"item tag ({group:04X},{elem:04X}) in a data set at byte {pos}")
             if explicit:
-                vr = _VR_NAMES.get(vr_bytes)
-                if vr is None:
+                named = vr_names.get(vr_bytes)
+                if named is None:
                     raise Malformed(
                         f"invalid value representation in element ({group:04X},{elem:04X}) "
                         f"at byte {pos}"
                     )
-                if vr_bytes in long_vrs:
+                vr, long_header = named
+                if long_header:
                     if pos + 12 > end:
                         raise Truncated(f"the data ends inside an element header at byte {pos}")
                     length = u32(buf, pos + 8)[0]
@@ -138,12 +139,11 @@ class _Reader:
                     f"element ({group:04X},{elem:04X}) at byte {pos} is out of ascending order"
                 )
             last_tag = tag
-            element = Element(tag, vr, pos, value, length, 0)
-            element.relabelled = relabelled
+            element = Element(tag, vr, pos, value, length, value + length, None, None, False,
+                              relabelled)
             if length == UNDEFINED_LENGTH:
                 element.end = self._undefined_value(element, end, syntax, depth)
             else:
-                element.end = value + length
                 if element.end > end:
                     raise Truncated(
                         f"element ({group:04X},{elem:04X}) announces {length} bytes at byte "
@@ -267,7 +267,7 @@ class _Reader:
         raise Truncated("encapsulated pixel data ends without its sequence delimiter")
 
 
-def read(data: bytes, limits: Limits) -> DicomObject:
+def read(data: Buffer, limits: Limits) -> DicomObject:
     """Index the object in ``data`` (not empty, its size already checked against
     ``limits``); group 0002 of a bare data set is set apart as file meta."""
     if len(data) >= 132 and data[128:132] == b"DICM":
@@ -331,7 +331,7 @@ def read(data: bytes, limits: Limits) -> DicomObject:
     return DicomObject(buffer, meta, dataset, syntax, ts_uid, meta_start >= 0)
 
 
-def _guess_bare_syntax(data: bytes) -> Syntax:
+def _guess_bare_syntax(data: Buffer) -> Syntax:
     """The encoding of a data set stored without file meta (PS3.5 Annex A heuristics)."""
     if len(data) < 8:
         raise NotDicom("too short to hold a DICOM element")
@@ -352,7 +352,7 @@ def _syntax_uid(syntax: Syntax) -> str:
     return EXPLICIT_VR_LITTLE_ENDIAN if syntax.little_endian else EXPLICIT_VR_BIG_ENDIAN
 
 
-def _inflate(data: bytes, start: int, limits: Limits) -> bytes:
+def _inflate(data: Buffer, start: int, limits: Limits) -> bytes:
     """The inflated data set, refused as soon as it would exceed the inflated-size limit
     (memory is committed only up to the limit)."""
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)

@@ -8,7 +8,11 @@ Only VRs with a grammar are checked; free text cannot be told from text.
 
 from __future__ import annotations
 
+import mmap
 import re
+
+# What the checks read: a value's bytes, or the buffer or mapped file it lies in.
+Readable = bytes | memoryview | mmap.mmap
 
 _DATE = rb"\d{8}|\d{4}\.\d{2}\.\d{2}"
 _TIME = rb"(?:[01]\d|2[0-3])(?::?[0-5]\d(?::?(?:[0-5]\d|60)(?:\.\d{1,6})?)?)?"
@@ -43,21 +47,21 @@ _GRAMMARS = {
 _NOT_TEXT = re.compile(rb"[\x01-\x08\x0b\x0e-\x1a\x1c-\x1f\x7f]|\x00(?!\x00*\Z)")
 
 
-def holds_control_bytes(buffer: bytes | memoryview, start: int, end: int) -> bool:
+def holds_control_bytes(buffer: Readable, start: int, end: int) -> bool:
     """Whether ``buffer[start:end]`` holds bytes no text has: in a string value, most
     likely the elements after it, swallowed by a wrong length (a swallowed element brings
     at least its 8-byte header, so shorter values are not searched)."""
     return end - start >= 8 and _NOT_TEXT.search(buffer, start, end) is not None
 
 
-def well_formed(vr: str, buffer: bytes | memoryview, start: int, end: int) -> bool:
+def well_formed(vr: str, buffer: Readable, start: int, end: int) -> bool:
     """Whether ``buffer[start:end]`` is a valid value of ``vr`` (True for VRs without a
     grammar)."""
     grammar = _GRAMMARS.get(vr)
     return grammar is None or grammar.fullmatch(buffer, start, end) is not None
 
 
-def plausible(vr: str, buffer: bytes | memoryview, start: int, end: int, kept: bool) -> bool:
+def plausible(vr: str, buffer: Readable, start: int, end: int, kept: bool) -> bool:
     """Whether a string value may go out: no control bytes (see
     :func:`holds_control_bytes`) and, when ``kept`` as it is, the grammar of its VR."""
     if holds_control_bytes(buffer, start, end):

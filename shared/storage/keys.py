@@ -20,7 +20,9 @@ output key and the local-folder object store.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import stat
 from pathlib import Path
 
 from shared.dicom.errors import RejectedObject
@@ -88,3 +90,25 @@ def contained(root: Path, relative: str | Path, what: str = "output path") -> Pa
 def safe_path(root: Path, *values: str, suffix: str = "", what: str = "output path") -> Path:
     """The file ``root/<safe values...><suffix>``, checked with :func:`contained`."""
     return contained(root, safe_key(*values, suffix=suffix), what)
+
+
+def safe_path_below(base: Path, *values: str, suffix: str = "",
+                    what: str = "output path") -> Path:
+    """:func:`safe_path` for a ``base`` the caller resolved already (once for many files).
+
+    Safe components hold no ``.``, ``..`` nor separator, so the path can only leave
+    ``base`` through a symbolic link below it: each component is looked at once (one
+    ``lstat``, none past the first that does not exist), and a link among them is
+    resolved and checked by :func:`contained`; otherwise ``base/<key>`` is the path.
+    """
+    key = safe_key(*values, suffix=suffix)
+    current = str(base)
+    for part in key.split("/"):
+        current = os.path.join(current, part)
+        try:
+            mode = os.lstat(current).st_mode
+        except OSError:  # absent (or under a file): nothing below it exists either
+            break
+        if stat.S_ISLNK(mode):
+            return contained(base, key, what)
+    return base / key

@@ -25,6 +25,8 @@ from shared.storage.keys import (
     digest_name,
     safe_component,
     safe_key,
+    safe_path,
+    safe_path_below,
 )
 from tests import synth
 from tests.helpers import deidentify, outputs, read, rejected
@@ -61,6 +63,34 @@ def test_safe_component_keeps_plain_values_and_digests_the_rest() -> None:
         contained(Path("/tmp/out"), "../x")
     with pytest.raises(UnsafePath):
         contained(Path("/tmp/out"), "/srv/abs")
+
+
+@pytest.mark.parametrize("depth", range(4))
+@pytest.mark.parametrize("inside", [True, False])
+def test_safe_path_below_a_resolved_folder_decides_as_safe_path(
+    tmp_path: Path, depth: int, inside: bool
+) -> None:
+    """A symbolic link at any depth of patient/study/series/file: followed when it stays
+    inside the folder, refused when it leads out, as ``safe_path`` decides."""
+    out = (tmp_path / "out").resolve()
+    values = ["123456-000001", "1.2.3", "1.2.3.4", "1.2.3.4.5"]
+    parts = [*values[:-1], values[-1] + ".dcm"]
+    (out / "other").mkdir(parents=True)
+    elsewhere = (out / "other") if inside else (tmp_path / "elsewhere")
+    elsewhere.mkdir(exist_ok=True)
+    parent = out.joinpath(*parts[:depth])
+    parent.mkdir(parents=True, exist_ok=True)
+    (parent / parts[depth]).symlink_to(elsewhere / "x", target_is_directory=depth < 3)
+    if inside:
+        expected = safe_path(out, *values, suffix=".dcm")
+        assert safe_path_below(out, *values, suffix=".dcm") == expected
+        assert expected.is_relative_to(out / "other")
+    else:
+        for choose in (safe_path, safe_path_below):
+            with pytest.raises(UnsafePath):
+                choose(out, *values, suffix=".dcm")
+    assert safe_path_below(out, "654321-000001", *values[1:], suffix=".dcm") == out.joinpath(
+        "654321-000001", *parts[1:])
 
 
 def test_deidentify_retain_uids_with_escaping_or_unsafe_sop_instance_uids_stays_in_out(
