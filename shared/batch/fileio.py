@@ -82,10 +82,8 @@ def write_atomically(path: Path, encoded: Encoded, source_fd: int | None = None)
             return
     except FileNotFoundError:
         pass
-    path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.unlink(missing_ok=True)  # a link left there is removed, never written through
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    fd = _create(temporary)
     try:
         encoded.write(fd, source_fd)
     except BaseException:
@@ -94,3 +92,17 @@ def write_atomically(path: Path, encoded: Encoded, source_fd: int | None = None)
         raise
     os.close(fd)
     os.replace(temporary, path)
+
+
+def _create(temporary: Path) -> int:
+    """A new, empty temporary file. Whatever is in its place (a link left there) is
+    removed, never written through; missing folders are made. Both are rare, so they are
+    handled when the creation fails rather than checked before every file."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    try:
+        return os.open(temporary, flags, 0o666)
+    except FileExistsError:
+        temporary.unlink()
+    except FileNotFoundError:
+        temporary.parent.mkdir(parents=True, exist_ok=True)
+    return os.open(temporary, flags, 0o666)

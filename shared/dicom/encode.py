@@ -61,18 +61,25 @@ def sequence_start(tag: int, vr: str, syntax: Syntax) -> bytes:
     return header(tag, vr, UNDEFINED_LENGTH, syntax)
 
 
+# Item and sequence delimiters of each byte order (they do not depend on the VR encoding).
+_MARKERS = {
+    prefix: tuple(struct.pack(prefix + "HHL", tag >> 16, tag & 0xFFFF, length)
+                  for tag, length in ((ITEM, UNDEFINED_LENGTH), (ITEM_DELIMITER, 0),
+                                      (SEQUENCE_DELIMITER, 0)))
+    for prefix in "<>"
+}
+
+
 def item_start(syntax: Syntax) -> bytes:
-    return struct.pack(syntax.prefix + "HHL", ITEM >> 16, ITEM & 0xFFFF, UNDEFINED_LENGTH)
+    return _MARKERS[syntax.prefix][0]
 
 
 def item_end(syntax: Syntax) -> bytes:
-    return struct.pack(syntax.prefix + "HHL", ITEM_DELIMITER >> 16, ITEM_DELIMITER & 0xFFFF, 0)
+    return _MARKERS[syntax.prefix][1]
 
 
 def sequence_end(syntax: Syntax) -> bytes:
-    return struct.pack(
-        syntax.prefix + "HHL", SEQUENCE_DELIMITER >> 16, SEQUENCE_DELIMITER & 0xFFFF, 0
-    )
+    return _MARKERS[syntax.prefix][2]
 
 
 _META_SYNTAX = Syntax(True, True)

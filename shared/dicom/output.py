@@ -55,7 +55,10 @@ class Encoded:
     def __init__(self, source: Buffer, pieces: list[Piece]) -> None:
         self.source = source
         self.pieces = pieces
-        self.size = sum(p.end - p.start if isinstance(p, Span) else len(p) for p in pieces)
+        size = 0
+        for piece in pieces:
+            size += piece.end - piece.start if isinstance(piece, Span) else len(piece)
+        self.size = size
         self._joined: bytes | None = None
 
     def tobytes(self) -> bytes:

@@ -221,7 +221,7 @@ class _Reader:
     ) -> tuple[list[Item], int]:
         """Read sequence items; a delimited sequence ends at its delimiter."""
         buf = self.buffer
-        header = struct.Struct(syntax.prefix + "HHL")
+        header = _STRUCTS[syntax.prefix + "HHL"]
         items: list[Item] = []
         while pos < end:
             if pos + 8 > end:
@@ -252,7 +252,7 @@ class _Reader:
 
     def _fragments(self, pos: int, end: int, syntax: Syntax, tag: int) -> int:
         """Skip encapsulated pixel data fragments (PS3.5 A.4), checking every length."""
-        header = struct.Struct(syntax.prefix + "HHL")
+        header = _STRUCTS[syntax.prefix + "HHL"]
         buf = self.buffer
         while pos + 8 <= end:
             group, elem, length = header.unpack_from(buf, pos)

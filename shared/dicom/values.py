@@ -63,7 +63,12 @@ def well_formed(vr: str, buffer: Readable, start: int, end: int) -> bool:
 
 def plausible(vr: str, buffer: Readable, start: int, end: int, kept: bool) -> bool:
     """Whether a string value may go out: no control bytes (see
-    :func:`holds_control_bytes`) and, when ``kept`` as it is, the grammar of its VR."""
-    if holds_control_bytes(buffer, start, end):
+    :func:`holds_control_bytes`) and, when ``kept`` as it is, the grammar of its VR
+    (:func:`well_formed`). Both checks are written out here: the engine asks for every
+    string element of every object."""
+    if end - start >= 8 and _NOT_TEXT.search(buffer, start, end) is not None:
         return False
-    return not kept or well_formed(vr, buffer, start, end)
+    if not kept:
+        return True
+    grammar = _GRAMMARS.get(vr)
+    return grammar is None or grammar.fullmatch(buffer, start, end) is not None

@@ -256,3 +256,18 @@ def test_an_identical_output_in_place_is_left_untouched(tmp_path: Path) -> None:
     finally:
         input_file.close()
     assert target.read_bytes() == _in_memory(source.read_bytes())
+
+
+def test_a_link_in_place_of_the_temporary_file_is_replaced_not_written_through(
+    tmp_path: Path,
+) -> None:
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"untouched")
+    target = tmp_path / "out" / "x.dcm"
+    target.parent.mkdir()
+    (target.parent / f".x.dcm.{os.getpid()}.tmp").symlink_to(victim)
+    encoded = Encoded(b"0123456789", [b"head", Span(2, 8)])
+    write_atomically(target, encoded)
+    assert victim.read_bytes() == b"untouched"
+    assert target.read_bytes() == b"head234567"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["x.dcm"]
