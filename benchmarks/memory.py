@@ -87,7 +87,7 @@ async def _worker_run(source: Path, folder: Path, url: str, s3: str) -> dict[str
     # moto takes long to assemble a large multipart upload: a generous read timeout.
     store: ObjectStore = (S3Store(s3, "bench-key", "bench-secret", read_timeout=600) if s3
                           else LocalStore(folder / "objects", fsync=False))
-    tag = folder.name.lower().replace("_", "-")
+    tag = os.urandom(6).hex()  # a bucket name's part: letters and digits only
     buckets = Buckets(f"in-{tag}", f"deid-{tag}", f"quar-{tag}", f"exp-{tag}")
     await store.ensure_buckets(buckets.all())
     opened = await open_index(None, url, max_connections=2)
