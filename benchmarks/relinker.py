@@ -1,21 +1,26 @@
 """Cost of rt-relinker per study size (``python -m benchmarks.relinker [--repeat 3]
 [--small 300] [--large 3000] [--corpus benchmarks/corpus/relinker] [--server URL]``).
 
-A relinker that re-reads and re-checks its whole study on every arrival does work that
-grows with the square of the study, so a large planning CT costs far more per object than
-a small one. This benchmark makes the growth visible: for a study of ``--small`` and one of
+A relinker that re-read and re-checked its whole study on every arrival (the version
+before migration 0011) did work that grew with the square of the study, so a large
+planning CT cost far more per object than a small one; the incremental check
+(``shared/rt/set_state.py``) should make the work per arrival independent of the study's
+size. This benchmark measures the growth: for a study of ``--small`` and one of
 ``--large`` CT slices, each with an RTSTRUCT contouring every slice, an RTPLAN and an
 RTDOSE, it times one relinker handling every object's message, one after the other, in two
 arrival orders: the images first and the RT objects last, and the RTSTRUCT first, then the
 images, then the plan and the dose. It prints the seconds, the milliseconds per object, the
-objects read from the store per arrival and the ratio large/small of the seconds (10 when
-the work per object does not depend on the study's size).
+objects read from the store per arrival, the mean milliseconds per arrival over the first
+and the last tenth of the arrivals and the slowest arrival (of the median run), and the
+ratio large/small of the seconds (10 when the work per object does not depend on the
+study's size).
 
 The sets are generated and de-identified by ``anon deidentify`` once and cached under
 ``--corpus``; for every run the de-identified objects are put into a fresh local-folder
 store and the index is a fresh database, migrated before timing, on ``--server``
 (default ``TEST_DATABASE_URL``, else ``DATABASE_URL``, else an embedded server). Medians of
-``--repeat`` runs.
+``--repeat`` runs, the runs of both sizes taken in turns, after an untimed run of the small
+set (the process's first run pays for imports and caches filled once).
 """
 
 from __future__ import annotations
@@ -121,6 +126,13 @@ class Run:
     seconds: float
     reads_per_arrival: float
     status: str
+    arrivals: tuple[float, ...] = ()  # seconds of each message, in arrival order
+
+    def tenths(self) -> tuple[float, float]:
+        """Mean milliseconds per arrival over the first and the last tenth of arrivals."""
+        tenth = max(1, len(self.arrivals) // 10)
+        first, last = self.arrivals[:tenth], self.arrivals[-tenth:]
+        return 1000 * statistics.fmean(first), 1000 * statistics.fmean(last)
 
 
 async def _relink(objects: list[tuple[str, bytes]], url: str, scratch: Path) -> Run:
@@ -134,9 +146,12 @@ async def _relink(objects: list[tuple[str, bytes]], url: str, scratch: Path) -> 
         relinker = RtRelinker(store, opened.pool, buckets.deidentified)
         messages = [Message({"bucket": buckets.deidentified, "key": key}, f"bench{n}", 1,
                             "relink") for n, (key, _) in enumerate(objects)]
+        arrivals = []
         start = time.perf_counter()
         for message in messages:
+            began = time.perf_counter()
             await relinker.handle(message)
+            arrivals.append(time.perf_counter() - began)
         seconds = time.perf_counter() - start
         async with opened.pool.acquire() as connection:
             study = await connection.fetchval("SELECT pseudo_study_uid FROM rt_set")
@@ -144,7 +159,7 @@ async def _relink(objects: list[tuple[str, bytes]], url: str, scratch: Path) -> 
     finally:
         await opened.close()
     return Run(seconds, store.reads / len(objects),
-               status.status if status is not None else "unchecked")
+               status.status if status is not None else "unchecked", tuple(arrivals))
 
 
 def measure(folder: Path, order: str, databases: Databases, repeat: int) -> list[Run]:
@@ -176,18 +191,28 @@ def main(argv: list[str] | None = None) -> int:
     databases = Databases(server)
     try:
         sets = {n: build_set(args.corpus, n, databases) for n in (args.small, args.large)}
+        # Untimed: the process's first run pays for imports and caches filled once.
+        measure(sets[args.small], ORDERS[0], databases, 1)
         for order in ORDERS:
             medians: dict[int, float] = {}
-            for slices, folder in sets.items():
-                runs = measure(folder, order, databases, args.repeat)
+            # The sizes' runs alternate, so that a busy spell of the machine falls on both.
+            by_size: dict[int, list[Run]] = {slices: [] for slices in sets}
+            for _ in range(args.repeat):
+                for slices, folder in sets.items():
+                    by_size[slices] += measure(folder, order, databases, 1)
+            for slices, runs in by_size.items():
                 objects = slices + 3
                 median = statistics.median(r.seconds for r in runs)
                 medians[slices] = median
                 reads = max(r.reads_per_arrival for r in runs)
+                typical = sorted(runs, key=lambda r: r.seconds)[len(runs) // 2]
+                first, last = typical.tenths()
                 print(f"{order}, {slices} CT + 3 RT: {median:.2f} s, "
                       f"{1000 * median / objects:.2f} ms per object, "
                       f"{reads:.2f} store reads per arrival, set {runs[-1].status} "
-                      f"(runs {', '.join(f'{r.seconds:.2f}' for r in runs)} s)")
+                      f"(runs {', '.join(f'{r.seconds:.2f}' for r in runs)} s); "
+                      f"{first:.2f} ms per arrival over the first tenth, {last:.2f} over "
+                      f"the last, slowest {1000 * max(typical.arrivals):.0f} ms")
             ratio = medians[args.large] / medians[args.small]
             print(f"{order}: ratio {args.large}/{args.small} = {ratio:.1f}")
     finally:

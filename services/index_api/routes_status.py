@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+from dataclasses import asdict
 from typing import Any
 
 import asyncpg
@@ -24,6 +24,7 @@ from services.index_api.problems import Problem
 from shared import quarantine
 from shared.index import jobs, tokens
 from shared.index.phi_index import PhiIndex
+from shared.rt.store import problems_of
 
 routes = web.RouteTableDef()
 
@@ -77,18 +78,24 @@ async def rt_sets(request: web.Request) -> web.Response:
     page, size = paging(request)
     wanted = choice_param(request, "status", ("complete", "waiting", "inconsistent"))
     study = text_param(request, "study", 64)
-    async with context(request).pool.acquire() as connection:
+    items = []
+    # One snapshot: each set's problems are those of the status it shows.
+    async with context(request).pool.acquire() as connection, connection.transaction(
+            isolation="repeatable_read", readonly=True):
         rows = await connection.fetch(
-            "SELECT pseudo_study_uid, kind, status, objects, problems, checked_at FROM rt_set"
+            "SELECT pseudo_study_uid, kind, status, objects, problems::text AS problems,"
+            " checked_at FROM rt_set"
             " WHERE ($1::text IS NULL OR status = $1)"
             " AND ($2::text IS NULL OR pseudo_study_uid = $2)"
             " ORDER BY checked_at DESC, pseudo_study_uid LIMIT $3 OFFSET $4",
             wanted, study, size + 1, (page - 1) * size)
-    items = [{"pseudo_study_uid": r["pseudo_study_uid"], "kind": r["kind"],
-              "status": r["status"], "objects": r["objects"],
-              "problems": json.loads(r["problems"]),
-              "checked_at": r["checked_at"].isoformat()} for r in rows]
-    return json_response(paged(items, page, size))
+        for r in rows[:size]:
+            found = await problems_of(connection, r["pseudo_study_uid"], r["problems"])
+            items.append({"pseudo_study_uid": r["pseudo_study_uid"], "kind": r["kind"],
+                          "status": r["status"], "objects": r["objects"],
+                          "problems": [asdict(p) for p in found],
+                          "checked_at": r["checked_at"].isoformat()})
+    return json_response(paged([*items, *rows[size:]], page, size))  # the extra row: counted
 
 
 @routes.get("/api/v1/jobs")

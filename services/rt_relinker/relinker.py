@@ -1,9 +1,11 @@
 """Handling one message of the relink queue: read the de-identified object, record its
-node in the graph of its study, re-check the study's set.
+node in the graph of its study, bring the study's set status up to date.
 
 The check runs on the de-identified objects, so a complete set proves that
 de-identification kept every link. Objects arrive in any order and from many workers; a
-set is re-checked whenever one of its objects arrives, late ones included.
+set's status is updated whenever one of its objects arrives, late ones included, by the
+incremental check of :mod:`shared.rt.set_state` (an arrival costs the same in a study of
+any size; the status is the full check's of every object recorded so far).
 """
 
 from __future__ import annotations
@@ -63,4 +65,4 @@ class RtRelinker:
             RT_SET_CHECKS.labels(kind=status.kind, status=status.status).inc()
             log.info("set checked", extra=log_fields(
                 study=status.study_uid, status=status.status, objects=status.objects,
-                problems=len(status.problems)))
+                problems=status.problem_count))

@@ -26,7 +26,8 @@ DEIDENTIFY_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0), registry=REGISTRY,
 )
 RT_SET_CHECKS = Counter(
-    "dicom_set_checks_total", "Sets re-checked by rt-relinker, by kind and resulting status",
+    "dicom_set_checks_total",
+    "Set checks by rt-relinker (one per arrival), by kind and resulting status",
     ["kind", "status"], registry=REGISTRY,
 )
 JOURNAL_ENTRIES = Gauge(

@@ -6,12 +6,17 @@ study, one patient. :func:`check_rt_set` adds the radiotherapy rules: CT images,
 structure set, one plan and one dose, linked image <- RTSTRUCT <- RTPLAN <- RTDOSE. Every
 problem is reported, each with a precise detail naming UIDs, modalities and sequence paths
 but never a patient name or ID, so that reports can be logged and shared.
+
+Each problem is worded by one public function here (:func:`reference_groups`,
+:func:`frame_mismatch`, :func:`patient_mismatch`, :func:`missing_link`, ...), which the
+incremental check of rt-relinker (:mod:`shared.rt.set_state`) calls too, so that both say
+the same thing of the same set.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from shared.rt.graph import (
@@ -22,6 +27,14 @@ from shared.rt.graph import (
     Reference,
     ReferenceGraph,
 )
+
+# A set with any of these objects is an RT set, checked by the RT rules.
+RT_MODALITIES = frozenset({"RTSTRUCT", "RTPLAN", "RTDOSE", "RTIMAGE", "RTRECORD"})
+# Problems that more objects can cure: a set with only these is waiting, not inconsistent.
+WAITING_CODES = frozenset({
+    "missing-instance", "missing-object", "missing-series", "missing-link",
+    "frame-of-reference-unknown",
+})
 
 # References to objects that are not expected to travel with a set: the reference images
 # of a plan's beams (DRRs, simulator or portal images) live in the imaging archive.
@@ -59,12 +72,18 @@ class Problem:
     detail: str
 
 
-def _sort(problems: Iterable[Problem]) -> list[Problem]:
+def sort_problems(problems: Iterable[Problem]) -> list[Problem]:
+    """Problems in the order every check reports them: by code, modality, object, detail."""
     return sorted(problems, key=lambda p: (p.code, p.modality, p.object_uid, p.detail))
 
 
+def label(modality: str, uid: str) -> str:
+    """How a problem names an object: its modality (or "object") and SOP instance UID."""
+    return f"{modality or 'object'} {uid}"
+
+
 def _label(node: ObjectNode) -> str:
-    return f"{node.modality or 'object'} {node.sop_instance_uid}"
+    return label(node.modality, node.sop_instance_uid)
 
 
 def _target_name(reference: Reference) -> str:
@@ -92,60 +111,62 @@ def _principal(values: Iterable[str]) -> tuple[str, int]:
     return value, counts[value]
 
 
+def reference_groups(
+    node: ObjectNode, optional_kinds: frozenset[str] = OPTIONAL_KINDS
+) -> list[tuple[str, str, Problem]]:
+    """The references of ``node`` that can dangle, one per (target kind, referenced UID),
+    each with the problem it is when no object of the set answers it: ``missing-instance``
+    (no object with that SOP instance UID; kinds in ``optional_kinds`` may dangle),
+    ``missing-series`` (no object of that series), ``frame-of-reference-unknown`` (no object
+    with that FrameOfReferenceUID). Each is reported once, where it is first met."""
+    groups: list[tuple[str, str, Problem]] = []
+    instances = _grouped(
+        r for r in node.references
+        if r.target == TARGET_INSTANCE and r.kind not in optional_kinds
+    )
+    for uid, refs in instances.items():
+        groups.append((TARGET_INSTANCE, uid, Problem(
+            "missing-instance",
+            node.sop_instance_uid,
+            node.modality,
+            f"{_label(node)} {refs[0].path} references {_target_name(refs[0])} {uid}, "
+            f"not in the set{_elsewhere(len(refs) - 1)}",
+        )))
+    series = _grouped(r for r in node.references if r.target == TARGET_SERIES)
+    for uid, refs in series.items():
+        groups.append((TARGET_SERIES, uid, Problem(
+            "missing-series",
+            node.sop_instance_uid,
+            node.modality,
+            f"{_label(node)} {refs[0].path} references series {uid}, of which no "
+            f"object is in the set{_elsewhere(len(refs) - 1)}",
+        )))
+    frames = _grouped(r for r in node.references if r.target == TARGET_FRAME_OF_REFERENCE)
+    for uid, refs in frames.items():
+        groups.append((TARGET_FRAME_OF_REFERENCE, uid, Problem(
+            "frame-of-reference-unknown",
+            node.sop_instance_uid,
+            node.modality,
+            f"{_label(node)} {refs[0].path} references frame of reference {uid}, "
+            f"which no object of the set has{_elsewhere(len(refs) - 1)}",
+        )))
+    return groups
+
+
 def _reference_problems(graph: ReferenceGraph, optional_kinds: frozenset[str]) -> list[Problem]:
     """Instance, series and frame-of-reference references that lead nowhere in the set."""
     problems: list[Problem] = []
-    nodes, series, frames = graph.nodes, graph.by_series, graph.by_frame_of_reference
-    for node in nodes.values():
-        missing = _grouped(
-            (
-                r
-                for r in node.references
-                if r.target == TARGET_INSTANCE
-                and r.kind not in optional_kinds
-                and r.uid not in nodes
-            ),
+    present: dict[str, Mapping[str, object]] = {
+        TARGET_INSTANCE: graph.nodes,
+        TARGET_SERIES: graph.by_series,
+        TARGET_FRAME_OF_REFERENCE: graph.by_frame_of_reference,
+    }
+    for node in graph.nodes.values():
+        problems.extend(
+            problem
+            for target, uid, problem in reference_groups(node, optional_kinds)
+            if uid not in present[target]
         )
-        for uid, refs in missing.items():
-            problems.append(
-                Problem(
-                    "missing-instance",
-                    node.sop_instance_uid,
-                    node.modality,
-                    f"{_label(node)} {refs[0].path} references {_target_name(refs[0])} {uid}, "
-                    f"not in the set{_elsewhere(len(refs) - 1)}",
-                )
-            )
-        missing_series = _grouped(
-            r for r in node.references if r.target == TARGET_SERIES and r.uid not in series
-        )
-        for uid, refs in missing_series.items():
-            problems.append(
-                Problem(
-                    "missing-series",
-                    node.sop_instance_uid,
-                    node.modality,
-                    f"{_label(node)} {refs[0].path} references series {uid}, of which no "
-                    f"object is in the set{_elsewhere(len(refs) - 1)}",
-                )
-            )
-        unknown = _grouped(
-            (
-                r
-                for r in node.references
-                if r.target == TARGET_FRAME_OF_REFERENCE and r.uid not in frames
-            ),
-        )
-        for uid, refs in unknown.items():
-            problems.append(
-                Problem(
-                    "frame-of-reference-unknown",
-                    node.sop_instance_uid,
-                    node.modality,
-                    f"{_label(node)} {refs[0].path} references frame of reference {uid}, "
-                    f"which no object of the set has{_elsewhere(len(refs) - 1)}",
-                )
-            )
     for node in graph.duplicates:
         problems.append(
             Problem(
@@ -158,36 +179,86 @@ def _reference_problems(graph: ReferenceGraph, optional_kinds: frozenset[str]) -
     return problems
 
 
+def declared_frames(node: ObjectNode) -> list[Reference]:
+    """The frames of reference a structure set declares (its references of kind
+    ``referenced-frame-of-reference``); none for an object of another modality."""
+    if node.modality != "RTSTRUCT":
+        return []
+    return [r for r in node.references if r.kind == "referenced-frame-of-reference"]
+
+
+def declared_reason(source_modality: str, source_uid: str, path: str, expected: str) -> str:
+    """Why ``expected`` is the set's frame of reference: a structure set declares it."""
+    return f"but {label(source_modality, source_uid)} {path} declares {expected}"
+
+
+def common_reason(count: int, expected: str) -> str:
+    """Why ``expected`` is the set's frame of reference: ``count`` objects have it."""
+    return f"while {count} other object{'s' if count > 1 else ''} of the set have {expected}"
+
+
+def frame_mismatch(uid: str, modality: str, frame: str | None, reason: str) -> Problem:
+    """An object whose FrameOfReferenceUID ``frame`` is not the set's, and why."""
+    return Problem(
+        "frame-of-reference-mismatch",
+        uid,
+        modality,
+        f"{label(modality, uid)} has FrameOfReferenceUID {frame}, {reason}",
+    )
+
+
 def _frame_of_reference_problems(graph: ReferenceGraph) -> list[Problem]:
     """Objects whose FrameOfReferenceUID is not the one of the set: the one the structure
     set declares (its ReferencedFrameOfReferenceSequence) or else the most common one."""
     declared = [
         (node, reference)
         for node in graph.nodes.values()
-        if node.modality == "RTSTRUCT"
-        for reference in node.references
-        if reference.kind == "referenced-frame-of-reference"
+        for reference in declared_frames(node)
     ]
     holders = [n for n in graph.nodes.values() if n.frame_of_reference_uid is not None]
     if declared:
         expected, _ = _principal(reference.uid for _, reference in declared)
-        source = next((n, r) for n, r in declared if r.uid == expected)
-        reason = f"but {_label(source[0])} {source[1].path} declares {expected}"
+        source, path = next((n, r.path) for n, r in declared if r.uid == expected)
+        reason = declared_reason(source.modality, source.sop_instance_uid, path, expected)
     elif holders:
         expected, count = _principal(n.frame_of_reference_uid or "" for n in holders)
-        reason = f"while {count} other object{'s' if count > 1 else ''} of the set have {expected}"
+        reason = common_reason(count, expected)
     else:
         return []
     return [
-        Problem(
-            "frame-of-reference-mismatch",
-            node.sop_instance_uid,
-            node.modality,
-            f"{_label(node)} has FrameOfReferenceUID {node.frame_of_reference_uid}, {reason}",
-        )
+        frame_mismatch(node.sop_instance_uid, node.modality, node.frame_of_reference_uid,
+                       reason)
         for node in holders
         if node.frame_of_reference_uid != expected
     ]
+
+
+def object_study_mismatch(uid: str, modality: str, study_uid: str, count: int,
+                          study: str) -> Problem:
+    """An object of another study than the ``count`` objects of the set's ``study``."""
+    return Problem(
+        "study-mismatch",
+        uid,
+        modality,
+        f"{label(modality, uid)} belongs to study {study_uid}, while {count} other "
+        f"object{'s' if count > 1 else ''} of the set belong to study {study}",
+    )
+
+
+def study_references(node: ObjectNode) -> list[Reference]:
+    """The references of ``node`` naming a study (kind ``referenced-study``)."""
+    return [r for r in node.references if r.kind == "referenced-study"]
+
+
+def reference_study_mismatch(node: ObjectNode, reference: Reference, study: str) -> Problem:
+    """A reference of ``node`` to another study than the set's ``study``."""
+    return Problem(
+        "study-mismatch",
+        node.sop_instance_uid,
+        node.modality,
+        f"{_label(node)} {reference.path} references study {reference.uid}, "
+        f"while the set belongs to study {study}",
+    )
 
 
 def _study_problems(graph: ReferenceGraph) -> list[Problem]:
@@ -196,29 +267,28 @@ def _study_problems(graph: ReferenceGraph) -> list[Problem]:
         return []
     study, count = _principal(node.study_uid for node in graph.nodes.values())
     problems = [
-        Problem(
-            "study-mismatch",
-            node.sop_instance_uid,
-            node.modality,
-            f"{_label(node)} belongs to study {node.study_uid}, while {count} other "
-            f"object{'s' if count > 1 else ''} of the set belong to study {study}",
-        )
+        object_study_mismatch(node.sop_instance_uid, node.modality, node.study_uid, count,
+                              study)
         for node in graph.nodes.values()
         if node.study_uid != study
     ]
     for node in graph.nodes.values():
-        for reference in node.references:
-            if reference.kind == "referenced-study" and reference.uid != study:
-                problems.append(
-                    Problem(
-                        "study-mismatch",
-                        node.sop_instance_uid,
-                        node.modality,
-                        f"{_label(node)} {reference.path} references study {reference.uid}, "
-                        f"while the set belongs to study {study}",
-                    )
-                )
+        for reference in study_references(node):
+            if reference.uid != study:
+                problems.append(reference_study_mismatch(node, reference, study))
     return problems
+
+
+def patient_mismatch(uid: str, modality: str, count: int) -> Problem:
+    """An object of another patient than the ``count`` objects of the set's patient (the
+    PatientID itself is never shown)."""
+    return Problem(
+        "patient-mismatch",
+        uid,
+        modality,
+        f"{label(modality, uid)} has another PatientID than the {count} other "
+        f"object{'s' if count > 1 else ''} of the set",
+    )
 
 
 def _patient_problems(graph: ReferenceGraph) -> list[Problem]:
@@ -227,13 +297,7 @@ def _patient_problems(graph: ReferenceGraph) -> list[Problem]:
         return []
     patient, count = _principal(node.patient_id for node in graph.nodes.values())
     return [
-        Problem(
-            "patient-mismatch",
-            node.sop_instance_uid,
-            node.modality,
-            f"{_label(node)} has another PatientID than the {count} other "
-            f"object{'s' if count > 1 else ''} of the set",
-        )
+        patient_mismatch(node.sop_instance_uid, node.modality, count)
         for node in graph.nodes.values()
         if node.patient_id != patient
     ]
@@ -250,66 +314,101 @@ def check_set(
     problems += _frame_of_reference_problems(graph)
     problems += _study_problems(graph)
     problems += _patient_problems(graph)
-    return _sort(problems)
+    return sort_problems(problems)
+
+
+# The objects an RT set holds: CT images (at least one), and exactly one of each RT object.
+RT_SET_MODALITIES = ("RTSTRUCT", "RTPLAN", "RTDOSE")
+
+
+def missing_object(modality: str) -> Problem:
+    """The set holds no object of ``modality`` (CT images or one of the RT objects)."""
+    what = "CT image" if modality == "CT" else modality
+    return Problem("missing-object", "", modality, f"the set holds no {what}")
+
+
+def too_many_objects(modality: str, uids: Iterable[str]) -> Problem:
+    """The set holds several objects of ``modality`` where one is expected."""
+    listed = sorted(uids)
+    return Problem(
+        "too-many-objects",
+        "",
+        modality,
+        f"the set holds {len(listed)} {modality} objects where one is expected: "
+        f"{', '.join(listed)}",
+    )
 
 
 def _count_problems(graph: ReferenceGraph) -> list[Problem]:
     counts = graph.counts()
     problems: list[Problem] = []
     if not counts.get("CT"):
-        problems.append(Problem("missing-object", "", "CT", "the set holds no CT image"))
-    for modality in ("RTSTRUCT", "RTPLAN", "RTDOSE"):
+        problems.append(missing_object("CT"))
+    for modality in RT_SET_MODALITIES:
         found = graph.of_modality(modality)
         if not found:
-            problems.append(Problem("missing-object", "", modality, f"the set holds no {modality}"))
+            problems.append(missing_object(modality))
         elif len(found) > 1:
-            uids = ", ".join(sorted(node.sop_instance_uid for node in found))
-            problems.append(
-                Problem(
-                    "too-many-objects",
-                    "",
-                    modality,
-                    f"the set holds {len(found)} {modality} objects where one is expected: {uids}",
-                )
-            )
+            problems.append(too_many_objects(modality, (n.sop_instance_uid for n in found)))
     return problems
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """A link an RT object of ``modality`` must make: one of its references of ``kinds``
+    to an object of the set of modality ``target``. When ``only_if_target`` holds, it is
+    missing only while the set holds some object of ``target`` (else the missing object is
+    what is reported)."""
+
+    modality: str
+    kinds: frozenset[str]
+    target: str
+    target_name: str
+    only_if_target: bool
+
+
+LINKS = {
+    "RTPLAN": Link("RTPLAN", frozenset({"structure-set"}), "RTSTRUCT", "RTSTRUCT", True),
+    "RTDOSE": Link("RTDOSE", frozenset({"rt-plan"}), "RTPLAN", "RTPLAN", True),
+    "RTSTRUCT": Link("RTSTRUCT", frozenset({"contour-image", "referenced-series-image"}),
+                     "CT", "CT image", False),
+}
+
+
+def link_candidates(node: ObjectNode) -> tuple[Link, list[str]] | None:
+    """The link ``node`` must make and the UIDs (distinct, in order) that would make it;
+    None for an object that needs no link."""
+    link = LINKS.get(node.modality)
+    if link is None:
+        return None
+    uids = dict.fromkeys(r.uid for r in node.references if r.kind in link.kinds)
+    return link, list(uids)
+
+
+def missing_link(uid: str, modality: str) -> Problem:
+    """An RT object of ``modality`` that makes none of the links it must."""
+    return Problem(
+        "missing-link",
+        uid,
+        modality,
+        f"{label(modality, uid)} references no {LINKS[modality].target_name} of the set",
+    )
 
 
 def _link_problems(graph: ReferenceGraph) -> list[Problem]:
     """RTPLAN -> RTSTRUCT, RTDOSE -> RTPLAN and RTSTRUCT -> CT links within the set."""
     problems: list[Problem] = []
     nodes = graph.nodes
-    links = (("RTPLAN", "structure-set", "RTSTRUCT"), ("RTDOSE", "rt-plan", "RTPLAN"))
-    for modality, kind, target in links:
-        targets = {n.sop_instance_uid for n in graph.of_modality(target)}
-        if not targets:
+    counts = graph.counts()
+    for node in nodes.values():
+        found = link_candidates(node)
+        if found is None:
+            continue
+        link, uids = found
+        if link.only_if_target and not counts.get(link.target):
             continue  # already reported as a missing object
-        for node in graph.of_modality(modality):
-            if not any(r.kind == kind and r.uid in targets for r in node.references):
-                problems.append(
-                    Problem(
-                        "missing-link",
-                        node.sop_instance_uid,
-                        node.modality,
-                        f"{_label(node)} references no {target} of the set",
-                    )
-                )
-    for node in graph.of_modality("RTSTRUCT"):
-        linked = any(
-            r.kind in ("contour-image", "referenced-series-image")
-            and r.uid in nodes
-            and nodes[r.uid].modality == "CT"
-            for r in node.references
-        )
-        if not linked:
-            problems.append(
-                Problem(
-                    "missing-link",
-                    node.sop_instance_uid,
-                    node.modality,
-                    f"{_label(node)} references no CT image of the set",
-                )
-            )
+        if not any(uid in nodes and nodes[uid].modality == link.target for uid in uids):
+            problems.append(missing_link(node.sop_instance_uid, node.modality))
     return problems
 
 
@@ -323,4 +422,4 @@ def check_rt_set(
     problems = check_set(graph, optional_kinds=optional_kinds)
     problems += _count_problems(graph)
     problems += _link_problems(graph)
-    return _sort(problems)
+    return sort_problems(problems)

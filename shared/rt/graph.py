@@ -10,8 +10,10 @@ indexes the nodes and answers which references dangle and who refers to what.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from pydicom.datadict import keyword_for_tag
 
@@ -102,6 +104,18 @@ class ObjectNode:
     patient_id: str
     patient_name: str
     references: tuple[Reference, ...] = ()
+
+
+def node_to_json(node: ObjectNode) -> str:
+    """The node as JSON (as the index keeps it in ``rt_object.node``)."""
+    return json.dumps(asdict(node))
+
+
+def node_from_json(text: str) -> ObjectNode:
+    """The node of :func:`node_to_json`'s text."""
+    data: dict[str, Any] = json.loads(text)
+    references = tuple(Reference(**r) for r in data.pop("references"))
+    return ObjectNode(**data, references=references)
 
 
 _keywords: dict[int, str] = {}
