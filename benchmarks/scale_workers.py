@@ -17,6 +17,12 @@ last one's end; every configuration runs on a fresh database of the machine's Po
 2. **S3 (moto)**: objects in moto's S3 server, a process started here and not pinned, so
    it runs on the same two cores: its CPU per object and the throughput lost show what
    an S3 server on the workers' cores costs.
+
+First it measures the machine itself (``machine_ratio_2_vs_1``): the same fixed piece of
+pure Python work in one process, then in two processes at once, each pinned to its own
+core. A virtual machine's two cores may be two hardware threads of one physical core, or
+share it with other guests; then two processes do less than twice the work of one whatever
+the program, and that ratio is the ceiling of every other ratio here.
 """
 
 from __future__ import annotations
@@ -104,6 +110,45 @@ def _process(core: int, files: list[Path], database_url: str, store_options: dic
                                          barrier)))
 
 
+CALIBRATION_LOOPS = scale.size(6_000_000, 100_000)
+
+
+def _busy(core: int, barrier: Any, results: Any) -> None:
+    """A fixed piece of interpreter work on one core; its wall-clock seconds."""
+    os.sched_setaffinity(0, {core})
+    barrier.wait()
+    started = time.perf_counter()
+    total = 0
+    for n in range(CALIBRATION_LOOPS):
+        total += n * n % 7
+    results.put(time.perf_counter() - started)
+
+
+def machine_ratio() -> dict[str, float]:
+    """The work two pinned processes do at once divided by what one does alone (2.0 on
+    two free physical cores), median of three rounds."""
+    context = multiprocessing.get_context("spawn")
+    cores = sorted(os.sched_getaffinity(0))
+    rounds = []
+    for _ in range(3):
+        seconds = {}
+        for processes in (1, 2):
+            barrier = context.Barrier(processes)
+            results = context.Queue()
+            busy = [context.Process(target=_busy, args=(cores[n % len(cores)], barrier,
+                                                         results))
+                    for n in range(processes)]
+            for process in busy:
+                process.start()
+            seconds[processes] = max(results.get(timeout=120) for _ in busy)
+            for process in busy:
+                process.join()
+        rounds.append((seconds[1], 2 * seconds[1] / seconds[2]))
+    rounds.sort(key=lambda r: r[1])
+    one, ratio = rounds[1]
+    return {"calibration_s_1_process": round(one, 3), "machine_ratio_2_vs_1": round(ratio, 2)}
+
+
 def run(files: list[Path], processes: int, admin_url: str,
         store_options: dict[str, str], servers: dict[str, object]) -> dict[str, float]:
     """Files/s of ``processes`` pinned worker processes over ``files`` split between them,
@@ -165,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     files = sorted(corpus.path.glob("*.dcm"))[: args.files]
     admin = os.environ.get("BENCH_DATABASE_URL", LOCAL_DB)
     postgres: dict[str, object] = {"postgres": "postgres"}
+    machine = machine_ratio()
     results: dict[str, dict[str, float]] = {}
     for processes in (1, 2):
         results[f"local_{processes}_process"] = run(files, processes, admin, {}, postgres)
@@ -180,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         moto.wait()
     summary = {
         "files": len(files),
+        **machine,
         "local_ratio_2_vs_1": round(results["local_2_process"]["files_per_s"]
                                     / results["local_1_process"]["files_per_s"], 2),
         "s3_ratio_2_vs_1": round(results["s3_2_process"]["files_per_s"]
