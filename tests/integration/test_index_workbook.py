@@ -119,7 +119,7 @@ def test_rows_past_a_sheets_size_go_on_in_the_next_sheet(tmp_path: Path) -> None
 def test_the_event_loop_stays_free_while_a_large_workbook_is_written(
     database_url: str,
 ) -> None:
-    count = 6_000
+    count = 20_000
 
     async def run() -> tuple[int, float, float, int]:
         opened = await open_index(None, database_url, "654321")

@@ -70,16 +70,23 @@ def test_the_engine_does_not_stall_the_event_loop(database_url: str) -> None:
             rules = build_profile()
             on_loop = Pseudonymizer(opened.index, opened.site, rules, offload=False)
             off_loop = Pseudonymizer(opened.index, opened.site, rules)
-            return (await _longest_stall(on_loop, data),
-                    await _longest_stall(off_loop, data))
+            stalled = await _longest_stall(on_loop, data)
+            # Offloaded, the loop still waits for the GIL now and then, and on a loaded
+            # machine one such wait can be long; an engine run on the loop stalls it on
+            # every try, so the best of three tries tells the two apart.
+            tries: list[tuple[float, float]] = []
+            for _ in range(3):
+                tries.append(await _longest_stall(off_loop, data))
+                if tries[-1][0] < stalled[0] / 3:
+                    break
+            return stalled, min(tries)
         finally:
             await opened.close()
 
     (stalled, took), (offloaded, took_offloaded) = asyncio.run(run())
     assert took > 0.4 and stalled > 0.3  # the object is heavy enough to show a stall
-    # Offloaded, the loop still waits for the GIL now and then; on a loaded machine those
-    # waits grow with the stall itself (0.4 s against 2.8 s was seen on two busy cores), so
-    # the bound is relative to the stall it replaces.
+    # The bound is relative to the stall it replaces: on a loaded machine the GIL waits grow
+    # with the stall itself (0.4 s against 2.8 s was seen on two busy cores).
     assert offloaded < stalled / 3, (offloaded, stalled, took_offloaded)
 
 
