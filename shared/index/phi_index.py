@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from shared.index.cache import LruCache
+from shared.index.coalesce import Coalescer
 from shared.index.errors import SiteConflict
 
 MAX_DATE_OFFSET_DAYS = 3650
@@ -128,6 +129,10 @@ class PhiIndex:
         self._patients: LruCache[tuple[str, str], PatientRecord] = LruCache(cache_size)
         self._studies: LruCache[str, StudyRecord] = LruCache(cache_size)
         self._integers: LruCache[tuple[str, str], int] = LruCache(cache_size)
+        # The writes of the objects in flight go in together (see shared.index.coalesce).
+        self._received: Coalescer[tuple[str, str, str, int], None] = Coalescer(
+            self._write_received)
+        self._instances: Coalescer[InstanceRecord, bool] = Coalescer(self._write_instances)
 
     async def site(self, configured_site_id: str | None = None) -> Site:
         """The site identity, created at first use (with ``configured_site_id`` if given)."""
@@ -243,6 +248,18 @@ class PhiIndex:
         self._patients[key] = record
         return record
 
+    async def record_instance(self, instance: InstanceRecord) -> bool:
+        """Record one de-identified object, in one write with the other objects in flight
+        (as :meth:`record_instances`); True when it was new."""
+        return await self._instances.submit(instance)
+
+    async def _write_instances(self, instances: list[InstanceRecord]) -> list[bool]:
+        new = await self.record_instances(instances)
+        # A batch that holds one object twice wrote its last copy: only that one is new.
+        last = {i.original_sop_instance_uid: n for n, i in enumerate(instances)}
+        return [i.original_sop_instance_uid in new and last[i.original_sop_instance_uid] == n
+                for n, i in enumerate(instances)]
+
     async def record_instances(self, instances: list[InstanceRecord]) -> set[str]:
         """Record de-identified objects in one round trip; an object recorded before is
         left as it was (re-runs and redeliveries change nothing). Returns the original SOP
@@ -348,13 +365,20 @@ class PhiIndex:
     async def record_received(
         self, key: str, source: str, calling_ae: str, size_bytes: int
     ) -> None:
-        """Note that an object was received (again: nothing changes)."""
+        """Note that an object was received (again: nothing changes), in one write with
+        the other objects in flight."""
+        await self._received.submit((key, source, calling_ae, size_bytes))
+
+    async def _write_received(self, received: list[tuple[str, str, str, int]]) -> list[None]:
+        keys, sources, calling_aes, sizes = zip(*received, strict=True)
         async with self.pool.acquire() as connection:
             await connection.execute(
                 "INSERT INTO received_object (key, source, calling_ae, size_bytes)"
-                " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-                key, source, calling_ae, size_bytes,
+                " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[])"
+                " ON CONFLICT DO NOTHING",
+                keys, sources, calling_aes, sizes,
             )
+        return [None] * len(received)
 
     async def record_quarantined(self, key: str, stage: str, code: str, reason: str) -> bool:
         """Note that an object was refused, with the reason (first reason kept); True when

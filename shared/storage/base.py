@@ -139,6 +139,12 @@ class ObjectStore(ABC):
     async def delete(self, bucket: str, key: str) -> None:
         """Remove an object; nothing happens if it is absent."""
 
+    async def delete_many(self, bucket: str, keys: list[str]) -> None:
+        """Remove objects (absent ones are no matter), in as few requests as the store
+        allows; an error names how many were not removed."""
+        for key in keys:
+            await self.delete(bucket, key)
+
     @abstractmethod
     async def list_keys(self, bucket: str, prefix: str = "") -> list[str]:
         """Keys starting with ``prefix`` (a plain string prefix, not a folder), sorted."""

@@ -388,6 +388,16 @@ class LocalStore(ObjectStore):
         self._validate_local_key(key)
         await asyncio.to_thread(self._delete, bucket, key)
 
+    async def delete_many(self, bucket: str, keys: list[str]) -> None:
+        for key in keys:
+            self._validate_local_key(key)
+
+        def remove() -> None:
+            for key in keys:
+                self._delete(bucket, key)
+
+        await asyncio.to_thread(remove)
+
     async def list_keys(self, bucket: str, prefix: str = "") -> list[str]:
         validate_prefix(prefix)
         return await asyncio.to_thread(self._keys, bucket, prefix)

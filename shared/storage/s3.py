@@ -26,6 +26,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 import urllib3
 from minio import Minio
+from minio.deleteobjects import DeleteObject
 from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
 
 from shared.storage.base import (
@@ -331,6 +332,24 @@ class S3Store(ObjectStore):
                 self._client.remove_object(bucket, key)
 
         await self._run(remove)
+
+    async def delete_many(self, bucket: str, keys: list[str]) -> None:
+        for key in keys:
+            validate_key(key)
+
+        def remove() -> None:
+            # One DeleteObjects request per 1,000 keys; the client sends them as the
+            # errors are read.
+            with self._guard("delete", bucket, None):
+                failed = list(self._client.remove_objects(
+                    bucket, (DeleteObject(key) for key in keys)))
+            failed = [e for e in failed if e.code not in NOT_FOUND_CODES]
+            if failed:
+                raise StorageError(f"delete in bucket {bucket} failed at {self.endpoint} for"
+                                   f" {len(failed)} of {len(keys)} objects: {failed[0].code}")
+
+        with contextlib.suppress(ObjectNotFound):  # no bucket: nothing to delete
+            await self._run(remove)
 
     async def list_keys(self, bucket: str, prefix: str = "") -> list[str]:
         validate_prefix(prefix)

@@ -47,3 +47,34 @@ def test_receipts_quarantines_and_instances_are_counted_once(database_url: str) 
             await opened.close()
 
     asyncio.run(run())
+
+
+def test_objects_in_flight_are_recorded_together_and_counted_once(database_url: str) -> None:
+    """Concurrent receipts and instance records go in as batches; an object in a batch twice
+    (a redelivery racing the first delivery) is new for one of its callers only."""
+    async def run() -> None:
+        opened = await open_index(None, database_url, max_connections=2)
+        index = opened.index
+        try:
+            keys = [object_key(f"1.2.3.9.{n}") for n in range(20)]
+            await asyncio.gather(*(index.record_received(k, "scp", "AE", n)
+                                   for n, k in enumerate(keys + keys[:5])))
+            sops = [f"1.2.3.9.{n}" for n in range(20)]
+            new = await asyncio.gather(*(index.record_instance(_record(s))
+                                         for s in sops + sops[:3]))
+            assert sum(new) == 20
+            assert not any(await asyncio.gather(*(index.record_instance(_record(s))
+                                                  for s in sops)))
+            counts = await index.pipeline_counts()
+            assert counts["received"] == 20
+            assert counts["deidentified"] == 20
+            async with opened.pool.acquire() as connection:
+                sizes = await connection.fetch(
+                    "SELECT key, size_bytes, calling_ae FROM received_object")
+            assert {r["key"]: r["size_bytes"] for r in sizes} == {
+                k: n for n, k in enumerate(keys)}
+            assert {r["calling_ae"] for r in sizes} == {"AE"}
+        finally:
+            await opened.close()
+
+    asyncio.run(run())

@@ -218,6 +218,26 @@ def test_listing_by_prefix_with_nested_keys_exists_and_delete(target: Target) ->
     run(scenario())
 
 
+def test_many_objects_are_deleted_at_once(target: Target) -> None:
+    store, buckets = target.store, target.buckets
+    keys = [f"study/{n:04d}.dcm" for n in range(1_203)]  # more than one request's 1,000
+
+    async def scenario() -> None:
+        for key in keys:
+            await store.put(buckets.incoming, key, b"x")
+        await store.put(buckets.deidentified, keys[0], b"kept")
+        await store.delete_many(buckets.incoming, [*keys[:-3], "never/existed"])
+        assert await store.list_keys(buckets.incoming) == keys[-3:]
+        assert await store.get(buckets.deidentified, keys[0]) == b"kept"  # another bucket
+        await store.delete_many(buckets.incoming, [])
+        await store.delete_many("no-such-bucket", keys[:2])  # nothing to delete
+        with pytest.raises(ValueError):
+            await store.delete_many(buckets.incoming, ["../outside"])
+        assert await store.list_keys(buckets.incoming) == keys[-3:]
+
+    run(scenario())
+
+
 def test_missing_object_raises_object_not_found(target: Target, tmp_path: Path) -> None:
     store, bucket = target.store, target.buckets.incoming
     destination = tmp_path / "never.dcm"
@@ -332,6 +352,7 @@ def test_stopped_s3_server_is_reported_quickly_and_the_store_recovers_after_rest
             store.exists(bucket, "kept.dcm"),
             store.list_keys(bucket),
             store.metadata(bucket, "kept.dcm"),
+            store.delete_many(bucket, ["kept.dcm", "new.dcm"]),
             store.check(),
         ):
             started = time.monotonic()
