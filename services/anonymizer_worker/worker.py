@@ -16,21 +16,29 @@ its instance recorded, with the rules in force when it started.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 from shared.deid.live import LivePseudonymizer
-from shared.deid.pseudonymizer import Pseudonymizer
+from shared.deid.pseudonymizer import OFFLOAD_BYTES, Pseudonymizer
 from shared.dicom.errors import RejectedObject
+from shared.dicom.parse import parse
+from shared.index.coalesce import Coalescer
 from shared.messaging import Broker, Message
 from shared.messaging.topology import RELINK
 from shared.observability.logging import correlation, log_fields
 from shared.observability.metrics import DEIDENTIFIED, DEIDENTIFY_SECONDS, QUARANTINED
+from shared.rt.graph import node_of
 from shared.storage import Buckets, ObjectNotFound, ObjectStore
 from shared.storage.keys import UnsafePath, safe_key
 
 log = logging.getLogger(__name__)
+
+# A node with more references than this (a structure set of thousands of contours) is not
+# sent in the relink message; the relinker reads such an object itself.
+MAX_NODE_REFERENCES = 2_000
 
 
 def output_key(patient_id: str, study_uid: str, series_uid: str, sop_uid: str) -> str:
@@ -58,6 +66,8 @@ class AnonymizerWorker:
         # False: a received object (PHI) is deleted as soon as its result is durable;
         # True: kept for INCOMING_RETENTION_DAYS, then deleted by the sweep.
         self.keep_received = keep_received
+        # The received copies of the objects in flight go in one request (DeleteObjects).
+        self._deletions: Coalescer[str, None] = Coalescer(self._delete_batch)
 
     async def handle(self, message: Message) -> None:
         key = str(message.body["key"])
@@ -94,16 +104,18 @@ class AnonymizerWorker:
             except UnsafePath as exc:  # the store found the key leads outside the bucket
                 await self._quarantine(key, data, exc)
                 return
-            new = await index.record_instances([replace(record, object_key=target)])
-            await self.broker.publish(
-                RELINK,
-                {"bucket": self.buckets.deidentified, "key": target,
-                 "study": result.study_instance_uid, "series": result.series_instance_uid,
-                 "instance": result.sop_instance_uid, "sop_class": result.sop_class_uid,
-                 "modality": result.modality},
-                correlation_id=message.correlation_id,
-            )
-            if record.original_sop_instance_uid in new:  # a duplicate changes no count
+            announcement: dict[str, object] = {
+                "bucket": self.buckets.deidentified, "key": target,
+                "study": result.study_instance_uid, "series": result.series_instance_uid,
+                "instance": result.sop_instance_uid, "sop_class": result.sop_class_uid,
+                "modality": result.modality}
+            node = await self._node(result.data)
+            if node is not None:
+                announcement["node"] = node
+            new = await index.record_instance(replace(record, object_key=target))
+            await self.broker.publish(RELINK, announcement,
+                                      correlation_id=message.correlation_id)
+            if new:  # a duplicate changes no count
                 DEIDENTIFIED.inc()
             DEIDENTIFY_SECONDS.observe(time.perf_counter() - started)
             log.info("de-identified", extra=log_fields(key=key, delivery=message.delivery_count))
@@ -124,7 +136,31 @@ class AnonymizerWorker:
         if self.keep_received:
             return
         try:
-            await self.store.delete(self.buckets.incoming, key)
+            await self._deletions.submit(key)
         except Exception as exc:  # the retention sweep deletes it later
             log.warning("received object not deleted",
                         extra=log_fields(key=key, error=type(exc).__name__))
+
+    async def _delete_batch(self, keys: list[str]) -> list[None]:
+        await self.store.delete_many(self.buckets.incoming, keys)
+        return [None] * len(keys)
+
+    @staticmethod
+    async def _node(data: bytes) -> dict[str, object] | None:
+        """The relink graph's node of the stored result, read from its bytes, so the
+        relinker need not fetch and parse it again; None when the node is too large for a
+        message (the relinker then reads the object)."""
+        try:
+            if len(data) >= OFFLOAD_BYTES:
+                node = await asyncio.to_thread(lambda: node_of(parse(data)))
+            else:
+                node = node_of(parse(data))
+        except RejectedObject:  # not for our own output; the relinker says so if it is
+            return None
+        if len(node.references) > MAX_NODE_REFERENCES:
+            return None
+        # The relinker's checks never use the name; a script that keeps it would otherwise
+        # put it in a message (the ID is in the object's key already).
+        sent = asdict(replace(node, patient_name=""))
+        sent["references"] = list(sent["references"])  # as JSON gives it back
+        return sent

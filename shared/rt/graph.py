@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
 
 from pydicom.datadict import keyword_for_tag
 
@@ -113,9 +112,33 @@ def node_to_json(node: ObjectNode) -> str:
 
 def node_from_json(text: str) -> ObjectNode:
     """The node of :func:`node_to_json`'s text."""
-    data: dict[str, Any] = json.loads(text)
-    references = tuple(Reference(**r) for r in data.pop("references"))
-    return ObjectNode(**data, references=references)
+    return node_from_data(json.loads(text))
+
+
+_NODE_TEXT = ("sop_instance_uid", "sop_class_uid", "modality", "study_uid", "series_uid",
+              "patient_id", "patient_name")
+_REFERENCE_TEXT = ("kind", "uid", "path", "target", "sop_class_uid")
+
+
+def node_from_data(data: object) -> ObjectNode:
+    """The node of ``asdict(node)`` as JSON decoded it (a node sent in a message): raises
+    ValueError unless every field is there with its type, and nothing else is."""
+    if not isinstance(data, dict) or set(data) != {*_NODE_TEXT, "frame_of_reference_uid",
+                                                   "references"}:
+        raise ValueError("not a node")
+    frame = data["frame_of_reference_uid"]
+    references = data["references"]
+    if (not all(isinstance(data[name], str) for name in _NODE_TEXT)
+            or not (frame is None or isinstance(frame, str))
+            or not isinstance(references, list)):
+        raise ValueError("not a node")
+    for reference in references:
+        if (not isinstance(reference, dict) or set(reference) != set(_REFERENCE_TEXT)
+                or not all(isinstance(v, str) for v in reference.values())):
+            raise ValueError("not a reference")
+    return ObjectNode(**{name: data[name] for name in _NODE_TEXT},
+                      frame_of_reference_uid=frame,
+                      references=tuple(Reference(**r) for r in references))
 
 
 _keywords: dict[int, str] = {}
