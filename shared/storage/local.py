@@ -36,7 +36,7 @@ from shared.storage.base import (
     validate_key,
     validate_prefix,
 )
-from shared.storage.keys import contained
+from shared.storage.keys import below_resolved
 
 CHUNK = 1024 * 1024
 META_FOLDER = ".meta"
@@ -83,6 +83,9 @@ class LocalStore(ObjectStore):
         self.root = Path(root)
         self._fsync = fsync
         self._known_buckets: list[str] = []
+        # Bucket and metadata folders as resolved at first use (one per process): a key's
+        # path is then checked with one lstat per component, not two full resolutions.
+        self._resolved: dict[Path, Path] = {}
 
     # -- paths and checks -----------------------------------------------------------------
 
@@ -111,11 +114,17 @@ class LocalStore(ObjectStore):
             raise ObjectNotFound(f"bucket {bucket} does not exist")
         return folder
 
-    @staticmethod
-    def _inside(folder: Path, key: str) -> Path:
+    def _inside(self, folder: Path, key: str) -> Path:
         """``folder / key``, refused with UnsafePath (a RejectedObject) unless it resolves
         inside ``folder``: a symbolic link in the bucket folder never leads elsewhere."""
-        return contained(folder, key, "object key")
+        return below_resolved(self._base(folder), key, "object key")
+
+    def _base(self, folder: Path) -> Path:
+        """``folder`` resolved, once per process."""
+        base = self._resolved.get(folder)
+        if base is None:
+            base = self._resolved[folder] = folder.resolve()
+        return base
 
     def _meta_path(self, bucket: str, key: str) -> Path:
         return self._inside(self.root / META_FOLDER / bucket, key + META_SUFFIX)
@@ -293,8 +302,8 @@ class LocalStore(ObjectStore):
                 target.unlink()
             with contextlib.suppress(FileNotFoundError, NotADirectoryError):
                 meta_path.unlink()
-        self._prune(target.parent, folder.resolve())
-        self._prune(meta_path.parent, (self.root / META_FOLDER / bucket).resolve())
+        self._prune(target.parent, self._base(folder))
+        self._prune(meta_path.parent, self._base(self.root / META_FOLDER / bucket))
 
     def _keys(self, bucket: str, prefix: str) -> list[str]:
         folder = self._bucket_dir(bucket)

@@ -303,6 +303,41 @@ def test_local_store_refuses_keys_that_resolve_outside_the_bucket(tmp_path: Path
     assert sorted(os.listdir(elsewhere)) == ["secret.dcm"]
 
 
+def test_local_store_checks_every_key_after_its_folders_were_resolved(tmp_path: Path) -> None:
+    """The store resolves a bucket's folder once; a link made inside it later, in the
+    objects or in the metadata, is still found on the next key that goes through it. A
+    bucket folder that is itself a link (a bucket on another disk) is used as its target."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    disk = tmp_path / "disk"
+    disk.mkdir()
+
+    async def run() -> None:
+        store = LocalStore(tmp_path / "objects", fsync=False)
+        await store.ensure_buckets(["incoming"])
+        (store.root / "exports").symlink_to(disk, target_is_directory=True)
+        await store.put("exports", "a/b.dcm", b"on the other disk", {"k": "v"})
+        assert (disk / "a" / "b.dcm").read_bytes() == b"on the other disk"
+        await store.delete("exports", "a/b.dcm")
+        assert not (disk / "a").exists()  # pruned up to the bucket's folder, not beyond
+        await store.put("incoming", "p/s/x.dcm", b"x", {"k": "v"})
+        await store.delete("incoming", "p/s/x.dcm")
+        (store.root / "incoming" / "p").symlink_to(elsewhere, target_is_directory=True)
+        with pytest.raises(UnsafePath):
+            await store.put("incoming", "p/s/y.dcm", b"y")
+        meta = next(f for f in store.root.iterdir() if f.name.startswith(".")
+                    and f.is_dir() and (f / "incoming").is_dir())
+        (meta / "incoming" / "q").symlink_to(elsewhere, target_is_directory=True)
+        with pytest.raises(UnsafePath):
+            await store.put("incoming", "q/z.dcm", b"z", {"k": "v"})
+        with pytest.raises(UnsafePath):
+            await store.delete("incoming", "q/z.dcm")
+
+    asyncio.run(run())
+    assert os.listdir(elsewhere) == []
+    assert disk.is_dir() and os.listdir(disk) == []
+
+
 def test_worker_refuses_a_message_naming_another_bucket(
     tmp_path: Path, database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
