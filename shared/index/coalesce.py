@@ -5,9 +5,9 @@ commit of its own. :class:`Coalescer` writes the first caller's item at once and
 what arrives while that write is in flight into the next write, so an idle index adds no
 delay and a busy one pays one round trip, one pool checkout and one commit per batch
 instead of per object. Every caller waits for the write that holds its item and gets its
-item's result, or the write's exception: a failed batch fails each of its callers, who retry as
-they would have alone (the writes are idempotent). A caller that is cancelled leaves its
-item in the batch, which is written all the same.
+item's result, or the write's exception: a failed batch fails each of its callers, who
+retry as they would have alone (the writes are idempotent). A caller that is cancelled
+leaves its item in the batch, which is written all the same.
 """
 
 from __future__ import annotations
