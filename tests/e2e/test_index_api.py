@@ -545,7 +545,7 @@ def test_schemathesis_finds_no_server_error_and_no_answer_outside_the_document(
          "--header", f"Authorization: Bearer {running.tokens['admin']}",
          "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,"
          "response_schema_conformance,response_headers_conformance,negative_data_rejection",
-         "--phases", "coverage,fuzzing", "--max-examples", "25", "--max-time", "90",
+         "--phases", "coverage,fuzzing", "--max-examples", "25", "--max-time", "45",
          "--exclude-operation-id", "revokeToken", "--seed", "20261201", "--warnings", "off",
          "--report-dir", str(tmp_path)],
         capture_output=True, text=True, timeout=400, cwd=tmp_path)
