@@ -1,4 +1,5 @@
-"""Helpers for tests that run ``anon deidentify`` and inspect what it wrote."""
+"""Helpers for tests that run ``anon deidentify`` or the anonymizer worker and inspect what
+they wrote."""
 
 from __future__ import annotations
 
@@ -12,7 +13,15 @@ import asyncpg
 import pydicom
 from pydicom.dataset import Dataset
 
+from services.anonymizer_worker.worker import AnonymizerWorker
 from services.cli.main import main
+from shared.deid.options import ProfileOptions
+from shared.deid.profile import build_profile
+from shared.deid.pseudonymizer import Pseudonymizer
+from shared.index.connect import OpenIndex, open_index
+from shared.messaging import MemoryBroker
+from shared.messaging.topology import Topology
+from shared.storage import Buckets, LocalStore
 
 DCMDUMP = Path("/usr/bin/dcmdump")
 
@@ -111,3 +120,21 @@ def originals_by_pseudo_sop(database_url: str) -> dict[str, str]:
         return {r["pseudo_sop_instance_uid"]: r["original_sop_instance_uid"] for r in rows}
 
     return asyncio.run(fetch())
+
+
+async def local_worker(root: Path, database_url: str, options: ProfileOptions | None = None
+                       ) -> tuple[AnonymizerWorker, LocalStore, Buckets,
+                                  tuple[OpenIndex, MemoryBroker]]:
+    """An anonymizer worker on a local-folder store in ``root / "objects"`` (every bucket
+    created), the in-process broker and the index at ``database_url`` (site 246810); close
+    the index and the broker of the last element when done."""
+    store = LocalStore(root / "objects", fsync=False)
+    buckets = Buckets()
+    await store.ensure_buckets(buckets.all())
+    opened = await open_index(None, database_url, "246810", max_connections=2)
+    broker = MemoryBroker(Topology("t-", 3))
+    await broker.connect()
+    pseudonymizer = Pseudonymizer(opened.index, opened.site,
+                                  build_profile(options or ProfileOptions()))
+    return AnonymizerWorker(store, buckets, broker, pseudonymizer), store, buckets, (
+        opened, broker)

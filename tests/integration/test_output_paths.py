@@ -9,13 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from services.anonymizer_worker.worker import AnonymizerWorker
 from shared.deid.options import ProfileOptions
-from shared.deid.profile import build_profile
-from shared.deid.pseudonymizer import Pseudonymizer
 from shared.index.connect import open_index
-from shared.messaging import MemoryBroker, Message
-from shared.messaging.topology import Topology
+from shared.messaging import Message
 from shared.storage import Buckets, LocalStore
 from shared.storage.keys import (
     DIGEST_PREFIX,
@@ -29,7 +25,7 @@ from shared.storage.keys import (
     safe_path_below,
 )
 from tests import synth
-from tests.helpers import deidentify, outputs, read, rejected
+from tests.helpers import deidentify, local_worker, outputs, read, rejected
 
 pytestmark = pytest.mark.integration
 
@@ -211,19 +207,6 @@ def test_rt_batch_set_folder_that_is_a_symlink_elsewhere_is_not_written_through(
 # -- the anonymizer worker and the local object store --------------------------------------
 
 
-async def _worker(root: Path, database_url: str, options: ProfileOptions
-                  ) -> tuple[AnonymizerWorker, LocalStore, Buckets, object]:
-    store = LocalStore(root / "objects", fsync=False)
-    buckets = Buckets()
-    await store.ensure_buckets(buckets.all())
-    opened = await open_index(None, database_url, "246810", max_connections=2)
-    broker = MemoryBroker(Topology("t-", 3))
-    await broker.connect()
-    pseudonymizer = Pseudonymizer(opened.index, opened.site, build_profile(options))
-    return AnonymizerWorker(store, buckets, broker, pseudonymizer), store, buckets, (
-        opened, broker)
-
-
 def _message(key: str, bucket: str = "incoming") -> Message:
     return Message({"bucket": bucket, "key": key, "source": "import"}, "c0ffee", 1,
                    "anonymize")
@@ -237,7 +220,7 @@ def test_worker_output_key_of_a_uid_unsafe_as_a_name_is_a_digest_inside_the_buck
     synth.write(ds, tmp_path / "one.dcm")
 
     async def run() -> list[str]:
-        worker, store, buckets, (opened, broker) = await _worker(
+        worker, store, buckets, (opened, broker) = await local_worker(
             tmp_path, database_url, ProfileOptions(retain_uids=True))
         try:
             await store.put(buckets.incoming, "ab/one.dcm", (tmp_path / "one.dcm").read_bytes())
@@ -262,7 +245,7 @@ def test_worker_quarantines_an_object_whose_key_would_leave_the_bucket(
     elsewhere.mkdir()
 
     async def run() -> tuple[list[str], dict[str, str]]:
-        worker, store, buckets, (opened, broker) = await _worker(
+        worker, store, buckets, (opened, broker) = await local_worker(
             tmp_path, database_url, ProfileOptions())
         try:
             # An operator's (or attacker's) link inside the bucket folder.
@@ -345,7 +328,7 @@ def test_worker_refuses_a_message_naming_another_bucket(
     synth.write(ds, tmp_path / "one.dcm")
 
     async def run() -> dict[str, list[str]]:
-        worker, store, buckets, (opened, broker) = await _worker(
+        worker, store, buckets, (opened, broker) = await local_worker(
             tmp_path, database_url, ProfileOptions())
         try:
             data = (tmp_path / "one.dcm").read_bytes()

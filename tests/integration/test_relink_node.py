@@ -11,18 +11,16 @@ from typing import Any
 
 import pytest
 
-from services.anonymizer_worker.worker import AnonymizerWorker
 from services.rt_relinker.relinker import RtRelinker
-from shared.deid.profile import build_profile
-from shared.deid.pseudonymizer import Pseudonymizer
 from shared.dicom.parse import parse
 from shared.index.connect import open_index
-from shared.messaging import MemoryBroker, Message
-from shared.messaging.topology import RELINK, Topology
+from shared.messaging import Message
+from shared.messaging.topology import RELINK
 from shared.rt.graph import node_from_data, node_of
 from shared.rt.store import set_status
 from shared.storage import Buckets, LocalStore
 from tests import synth
+from tests.helpers import local_worker
 
 pytestmark = pytest.mark.integration
 
@@ -32,12 +30,7 @@ async def _deidentify_set(root: Path, url: str) -> tuple[LocalStore, Buckets,
     """De-identify a synthetic RT set through the worker; the relink announcements, and the
     pseudonymous study UID."""
     rt = synth.make_rt_set(n_ct=6, n_rois=2, n_beams=1, rows=8, cols=8)
-    store = LocalStore(root / "objects", fsync=False)
-    buckets = Buckets()
-    await store.ensure_buckets(buckets.all())
-    opened = await open_index(None, url, "246810", max_connections=2)
-    broker = MemoryBroker(Topology("t-", 3))
-    await broker.connect()
+    worker, store, buckets, (opened, broker) = await local_worker(root, url)
     announced: list[dict[str, Any]] = []
 
     async def keep(message: Message) -> None:
@@ -45,8 +38,6 @@ async def _deidentify_set(root: Path, url: str) -> tuple[LocalStore, Buckets,
 
     try:
         consumer = await broker.consume(RELINK, keep)
-        worker = AnonymizerWorker(store, buckets, broker, Pseudonymizer(
-            opened.index, opened.site, build_profile()))
         for n, ds in enumerate(rt.all()):
             synth.write(ds, root / f"{n}.dcm")
             await store.put(buckets.incoming, f"in/{n}.dcm", (root / f"{n}.dcm").read_bytes())
