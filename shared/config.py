@@ -90,7 +90,7 @@ class Settings(BaseSettings):
     )
     scp_processes: int = Field(
         default=1, ge=1, le=64,
-        description="receiver processes sharing the SCP port (SO_REUSEPORT); one per core",
+        description="receiver processes sharing the SCP port; one per core",
     )
     scp_relay_quiet_seconds: float = Field(
         default=0.25, ge=0,

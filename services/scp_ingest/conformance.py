@@ -33,8 +33,8 @@ LIMITS = [
     ("scp_journal_min_free_bytes", "bytes: free space the journal's volume keeps; below "
      "it, and when the volume fills during a write, C-STOREs are answered A700 and "
      "nothing of the object is kept"),
-    ("scp_processes", "receiver processes on the one port (SO_REUSEPORT); each admits "
-     "its share of `SCP_MAX_ASSOCIATIONS`"),
+    ("scp_processes", "receiver processes accepting on the one port (the one holding "
+     "fewest connections first); each admits its share of `SCP_MAX_ASSOCIATIONS`"),
     ("max_object_bytes", "bytes: the largest object accepted; a larger one is refused "
      "unread (C000); one growing beyond it by more than 1 % and 1 MiB while it is received "
      "is cut off (the association is aborted) and nothing of it is kept"),

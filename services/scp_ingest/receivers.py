@@ -1,12 +1,13 @@
 """Receiver processes: ``SCP_PROCESSES`` Storage SCPs on one port, one per core.
 
-Each receiver process listens on ``SCP_HOST:SCP_PORT`` with SO_REUSEPORT (the kernel
-spreads new connections over them) and writes what it receives into the one journal
-folder; it needs no backend, so it opens none. The process that started them relays
-the journal (:class:`services.scp_ingest.journal.Relay`): in ``anon serve`` it is the
-process holding the in-process queues. A receiver dies with its parent (a kill -9 of the
-parent leaves no receiver answering Success with nobody relaying), and a receiver that
-dies is started again.
+The process that starts them opens the listening sockets on ``SCP_HOST:SCP_PORT``; every
+receiver accepts on them, one connection at a time, the ones holding fewer associations
+first (:meth:`services.scp_ingest.scp.StorageSCP.share`), and writes what it receives
+into the one journal folder; it needs no backend, so it opens none. The process that
+started them relays the journal (:class:`services.scp_ingest.journal.Relay`): in ``anon
+serve`` it is the process holding the in-process queues. A receiver dies with its parent
+(a kill -9 of the parent leaves no receiver answering Success with nobody relaying), and
+a receiver that dies is started again.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import ctypes
 import logging
 import multiprocessing
 import signal
+import socket
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 
@@ -27,6 +29,7 @@ log = logging.getLogger("scp-ingest")
 
 _PR_SET_PDEATHSIG = 1
 START_TIMEOUT = 30.0
+LISTEN_BACKLOG = 128
 
 
 def _die_with_parent() -> None:
@@ -35,16 +38,45 @@ def _die_with_parent() -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def receiver_main(settings: Settings, slot: int, ready: Connection) -> None:
+def listening_sockets(host: str, port: int) -> list[socket.socket]:
+    """Listening TCP sockets on ``host:port`` (every address the name resolves to, as
+    ``asyncio.start_server`` binds them; port 0: one free port, the same for all)."""
+    infos = socket.getaddrinfo(host or None, port, socket.AF_UNSPEC, socket.SOCK_STREAM,
+                               0, socket.AI_PASSIVE)
+    sockets: list[socket.socket] = []
+    seen: set[tuple[int, object]] = set()
+    try:
+        for family, kind, protocol, _, address in infos:
+            if (family, address[0]) in seen:
+                continue
+            seen.add((family, address[0]))
+            sock = socket.socket(family, kind, protocol)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            bound = port or (sockets[0].getsockname()[1] if len(sockets) > 1 else 0)
+            sock.bind((address[0], bound, *address[2:]))
+            sock.listen(LISTEN_BACKLOG)
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+def receiver_main(settings: Settings, slot: int, sockets: list[socket.socket],
+                  processes: int, ready: Connection) -> None:
     """The body of one receiver process."""
     _die_with_parent()
     configure_logging(f"scp-ingest-receiver-{slot}", settings.log_level)
     from shared.runtime import run_loop
 
-    run_loop(_receive(settings, ready))
+    run_loop(_receive(settings, sockets, processes, ready))
 
 
-async def _receive(settings: Settings, ready: Connection) -> None:
+async def _receive(settings: Settings, sockets: list[socket.socket], processes: int,
+                   ready: Connection) -> None:
     from services.scp_ingest.app import open_journal, scp_options
     from services.scp_ingest.scp import StorageSCP
     from shared.runtime import wait_for_signal
@@ -52,7 +84,7 @@ async def _receive(settings: Settings, ready: Connection) -> None:
     journal = open_journal(settings)
     options = scp_options(settings)
     scp = StorageSCP(journal, settings.scp_ae_title, options)
-    await scp.start(settings.scp_host, settings.scp_port, reuse_port=True)
+    scp.share(sockets, processes)
     ready.send(scp.port)
     ready.close()
     await wait_for_signal()
@@ -70,15 +102,19 @@ class ReceiverProcesses:
         self._watching: asyncio.Task[None] | None = None
         self._stopping = False
         self.port = settings.scp_port
+        self._sockets: list[socket.socket] = []
 
     async def start(self) -> None:
+        self._sockets = listening_sockets(self.settings.scp_host, self.settings.scp_port)
+        self.port = int(self._sockets[0].getsockname()[1])
         await asyncio.gather(*(self._start(slot) for slot in range(self.count)))
         self._watching = asyncio.create_task(self._watch())
 
     async def _start(self, slot: int) -> None:
         receiving, sending = self._context.Pipe(duplex=False)
         process = self._context.Process(
-            target=receiver_main, args=(self.settings, slot, sending),
+            target=receiver_main,
+            args=(self.settings, slot, self._sockets, self.count, sending),
             name=f"scp-receiver-{slot}", daemon=True)
         process.start()
         sending.close()
@@ -88,7 +124,7 @@ class ReceiverProcesses:
                 asyncio.to_thread(receiving.poll, START_TIMEOUT), START_TIMEOUT + 5)
             if not ready:
                 raise RuntimeError("a receiver process did not start listening")
-            self.port = int(receiving.recv())
+            receiving.recv()
         except EOFError:
             raise RuntimeError("a receiver process exited at start") from None
         finally:
@@ -127,3 +163,6 @@ class ReceiverProcesses:
             if process.is_alive():
                 process.kill()
                 await asyncio.to_thread(process.join, 5)
+        for sock in self._sockets:
+            sock.close()
+        self._sockets = []

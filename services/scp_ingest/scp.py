@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import socket
 from dataclasses import dataclass, field
 
 from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
@@ -40,6 +41,10 @@ CANNOT_UNDERSTAND = 0xC000
 # At a stop, associations whose C-STOREs are all answered get this long to be released by
 # their peers before they are aborted.
 ANSWER_GRACE_SECONDS = 2.0
+# On a listening socket shared by receiver processes, a process lets the others try first
+# for this long per association it already holds (see StorageSCP.share).
+ACCEPT_DEFER_SECONDS = 0.002
+STREAM_LIMIT = 1 << 20
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -118,22 +123,75 @@ class StorageSCP:
                         dimse_timeout=options.dimse_timeout,
                         network_timeout=options.network_timeout)
         self.acceptor = Acceptor(self, ae_title, storage_contexts(), limits)
-        self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
+        self._shared: list[socket.socket] = []
+        self._deferred: set[socket.socket] = set()
+        self._accepting: set[asyncio.Task[None]] = set()
+        self._sharing_processes = 1
         self.associations = 0
         self._stopping = False
 
-    async def start(self, host: str, port: int, reuse_port: bool = False) -> None:
-        """Listen on the running loop; ``reuse_port``: with other processes on one port."""
-        self._server = await asyncio.start_server(
-            self._connection, host, port, reuse_port=reuse_port or None, limit=1 << 20,
-            backlog=128)
+    def share(self, sockets: list[socket.socket], processes: int) -> None:
+        """Accept on listening sockets that other processes accept on too (receiver
+        processes): one connection at a time, and a process already holding connections
+        waits ``ACCEPT_DEFER_SECONDS`` per connection before it tries, so an idler one
+        takes the newcomer. (SO_REUSEPORT instead spreads connections by a hash of their
+        addresses: four associations over two processes landed three and one, or four and
+        none, as often as two and two, and the busier process set the sender's pace.)"""
+        loop = asyncio.get_running_loop()
+        self._sharing_processes = processes
+        for sock in sockets:
+            sock.setblocking(False)
+            self._shared.append(sock)
+            loop.add_reader(sock.fileno(), self._acceptable, sock)
 
     @property
     def port(self) -> int:
-        if self._server is None or not self._server.sockets:
-            return 0
-        return int(self._server.sockets[0].getsockname()[1])
+        return int(self._shared[0].getsockname()[1]) if self._shared else 0
+
+    def _acceptable(self, sock: socket.socket) -> None:
+        """A connection waits on a shared socket: take it, or let the others try first."""
+        loop = asyncio.get_running_loop()
+        if self._stopping:
+            return
+        held = len(self._accepting)  # connections accepted here and not yet closed
+        if held and self._sharing_processes > 1 and sock not in self._deferred:
+            self._deferred.add(sock)
+            loop.remove_reader(sock.fileno())
+            loop.call_later(ACCEPT_DEFER_SECONDS * held, self._retry, sock)
+            return
+        self._deferred.discard(sock)
+        try:
+            connection, _ = sock.accept()
+        except (BlockingIOError, InterruptedError):  # another process took it
+            return
+        except OSError as exc:  # out of file descriptors, for one: try again shortly
+            log.warning("connection not accepted", extra=log_fields(error=type(exc).__name__))
+            loop.remove_reader(sock.fileno())
+            loop.call_later(0.1, self._retry, sock)
+            return
+        connection.setblocking(False)
+        task = loop.create_task(self._accepted(connection))
+        self._accepting.add(task)
+        task.add_done_callback(self._accepting.discard)
+
+    def _retry(self, sock: socket.socket) -> None:
+        if self._stopping or sock not in self._shared:
+            return
+        asyncio.get_running_loop().add_reader(sock.fileno(), self._acceptable, sock)
+        self._acceptable(sock)
+
+    async def _accepted(self, connection: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=STREAM_LIMIT)
+        protocol = asyncio.StreamReaderProtocol(reader)
+        try:
+            transport, _ = await loop.connect_accepted_socket(lambda: protocol, sock=connection)
+        except OSError:
+            connection.close()
+            return
+        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+        await self._connection(reader, writer)
 
     async def _connection(self, reader: asyncio.StreamReader,
                           writer: asyncio.StreamWriter) -> None:
@@ -175,10 +233,12 @@ class StorageSCP:
         if self.associations >= self.options.max_associations:
             return False
         self.associations += 1
+        self.journal.associations = self.associations
         return True
 
     def release_association(self) -> None:
         self.associations -= 1
+        self.journal.associations = self.associations
 
     def begin_store(self, association: Association, command: Command,
                     transfer_syntax: str) -> JournalSink | int:
@@ -204,8 +264,9 @@ class StorageSCP:
         associations get a moment to read their last answers and release, then what is
         still open is aborted (a data set half received is deleted)."""
         self._stopping = True
-        if self._server is not None:
-            self._server.close()
+        for sock in self._shared:
+            with contextlib.suppress(ValueError, OSError):
+                asyncio.get_running_loop().remove_reader(sock.fileno())
         deadline = asyncio.get_running_loop().time() + ANSWER_GRACE_SECONDS
         while self._connections and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.02)
@@ -213,8 +274,4 @@ class StorageSCP:
             task.cancel()
         if self._connections:
             await asyncio.gather(*self._connections, return_exceptions=True)
-        if self._server is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 2.0)
-        self._server = None
 

@@ -320,8 +320,10 @@ class _Connection:
         """The next PDU's type and body; the header alone is read under ``timeout`` (the
         state's timer), the body under the DIMSE timeout."""
         self._acknowledge_at_once()
+        # Timeouts as contexts, not wait_for: no task per read (two reads per PDU).
         try:
-            header = await asyncio.wait_for(self.reader.readexactly(6), timeout)
+            async with asyncio.timeout(timeout):
+                header = await self.reader.readexactly(6)
         except asyncio.IncompleteReadError as exc:
             raise PeerGone from exc
         pdu_type, _, length = struct.unpack(">BBL", header)
@@ -334,8 +336,8 @@ class _Connection:
             RECEIVE_FAILURES.labels(reason="pdu-too-long").inc()
             raise PeerError(INVALID_PARAMETER, "PDU longer than accepted")
         try:
-            body = await asyncio.wait_for(self.reader.readexactly(length),
-                                          self.limits.dimse_timeout)
+            async with asyncio.timeout(self.limits.dimse_timeout):
+                body = await self.reader.readexactly(length)
         except asyncio.IncompleteReadError as exc:
             raise PeerGone from exc
         return pdu_type, body
@@ -352,7 +354,8 @@ class _Connection:
 
     async def _send(self, data: bytes) -> None:
         self.writer.write(data)
-        await asyncio.wait_for(self.writer.drain(), self.limits.network_timeout)
+        async with asyncio.timeout(self.limits.network_timeout):
+            await self.writer.drain()
 
     async def run(self) -> None:
         pdu_type, body = await self._read_pdu(self.limits.acse_timeout)
