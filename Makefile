@@ -35,8 +35,13 @@ deidentify: install
 	@test -n "$(IN)" -a -n "$(OUT)" || { echo "usage: make deidentify IN=<folder of DICOM files> OUT=<output folder>"; exit 2; }
 	$(BIN)/anon deidentify "$(IN)" --out "$(OUT)" --recursive --data-dir "$(DATA)"
 
+# The tests in TEST_WORKERS processes (most of their time is spent waiting for servers and
+# subprocesses), whole files to one process; then, alone, those that stop a shared server
+# or time themselves (marked exclusive).
+TEST_WORKERS ?= 2
 test: install system-packages
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not exclusive"
+	$(BIN)/python -m pytest -m exclusive
 
 lint: install
 	$(BIN)/ruff check shared services tests benchmarks fuzz

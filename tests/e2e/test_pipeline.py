@@ -68,6 +68,7 @@ def test_a_worker_killed_mid_run_loses_nothing(tmp_path: Path, pipeline: Pipelin
     assert pipeline.dead_letters() == 0
 
 
+@pytest.mark.exclusive
 def test_broker_restart_mid_run_loses_nothing(tmp_path: Path, pipeline: Pipeline) -> None:
     (folder,) = _write_series(tmp_path / "in", 150)
     pipeline.start("scp_ingest")

@@ -598,6 +598,7 @@ async def _restart_scenario(
     return timings
 
 
+@pytest.mark.exclusive
 def test_no_message_lost_when_rabbitmq_restarts(
     amqp_url: str, rabbit_topology: Topology, rabbit_broker: RabbitBroker
 ) -> None:

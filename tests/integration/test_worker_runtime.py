@@ -61,6 +61,7 @@ async def _longest_stall(pseudonymizer: Pseudonymizer, data: bytes) -> tuple[flo
     return longest, elapsed
 
 
+@pytest.mark.exclusive  # it times the event loop: alone, not beside other tests
 def test_the_engine_does_not_stall_the_event_loop(database_url: str) -> None:
     data = _heavy_object()
 
