@@ -7,9 +7,10 @@ renamed into ``ready/`` under a name that carries what the relay needs (its inco
 or its quarantine reason in a side file, and the calling AE title), and ``ready/`` itself
 is flushed, so the entry survives a kill -9 and a power cut. Only then is the C-STORE
 answered. A large data set is handed to the disk in steps while it arrives
-(``sync_file_range``, which does not wait), so that flush waits for its last step only. Commits are grouped: entries completed at once (by several associations, or by
-several receiver processes into the same folder) are flushed by one pass of a committing
-thread and share the directory flush.
+(``sync_file_range``, which does not wait), so that flush waits for its last step only.
+Commits are grouped: entries completed at once (by several associations, or by several
+receiver processes into the same folder) are flushed by one pass of a committing thread
+and share the directory flush.
 
 The :class:`Relay` drains ``ready/``: it stores each entry in the object store, announces
 it on the broker (confirmed) and records it, then deletes the entry. At start it replays
@@ -404,6 +405,10 @@ class JournalSink:
             return validate(view)  # type: ignore[arg-type]
 
 
+# The relay takes this many rounds of its concurrency from the journal at a time.
+RELAY_CHUNK_ROUNDS = 8
+
+
 class Relay:
     """Drains the journal's ``ready/`` into the object store and the broker."""
 
@@ -446,7 +451,9 @@ class Relay:
                 await asyncio.sleep(wait)
                 continue
             if entries:
-                failed = await self.relay(entries)
+                # A chunk at a time, so that objects arriving meanwhile are noticed (and
+                # the relay waits for their burst to end) before the rest is relayed.
+                failed = await self.relay(entries[:self.concurrency * RELAY_CHUNK_ROUNDS])
                 if not failed:
                     continue
             with contextlib.suppress(TimeoutError):

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from services.scp_ingest import journal as journal_module
-from services.scp_ingest.journal import WRITEBACK_STEP, Journal, JournalSink
+from services.scp_ingest.journal import WRITEBACK_STEP, Journal, JournalSink, Relay
 from services.scp_ingest.receivers import listening_sockets
 from services.scp_ingest.scp import ScpOptions, StorageSCP
 
@@ -149,3 +149,52 @@ def test_with_several_associations_a_commit_leaves_the_event_loop_free(
     assert (journal_dir / "ready" / "entry.dcm").read_bytes() == b"data set"
     on_loop = flushed_on == [threading.main_thread().name]
     assert on_loop == (associations == 1)
+
+
+class _SlowIngest:
+    """Stands in for the object store and the broker: each relay takes a moment."""
+
+    def __init__(self) -> None:
+        self.relayed: list[str] = []
+
+    async def relay_file(self, entry: Path, key: str, source: str, calling_ae: str) -> None:
+        await asyncio.sleep(0.01)
+        self.relayed.append(key)
+
+
+def _ready_entry(journal: Journal, n: int) -> None:
+    digest = f"{n:064x}"
+    name = journal_module.entry_name(f"{digest[:2]}/{digest}.{n:012x}.dcm", "PACS", False)
+    (journal.ready / name).write_bytes(b"object")
+
+
+def test_the_relay_notices_a_new_burst_between_chunks_and_leaves_the_cores_to_it(
+        tmp_path: Path) -> None:
+    async def scenario() -> tuple[int, int, int]:
+        journal = Journal(tmp_path / "journal")
+        for n in range(400):
+            _ready_entry(journal, n)
+        ingest = _SlowIngest()
+        relay = Relay(journal, ingest, concurrency=8, poll_seconds=0.02,  # type: ignore[arg-type]
+                      quiet_seconds=0.4, max_deferred=100_000)
+        relay.start()
+        try:
+            while not ingest.relayed:  # it waits for the first burst to end, then relays
+                await asyncio.sleep(0.005)
+            _ready_entry(journal, 400)  # a new object arrives while it relays
+            at_arrival = len(ingest.relayed)
+            await asyncio.sleep(0.25)
+            meanwhile = len(ingest.relayed) - at_arrival
+            for _ in range(500):
+                if len(ingest.relayed) == 401:
+                    break
+                await asyncio.sleep(0.02)
+            return at_arrival, meanwhile, len(ingest.relayed)
+        finally:
+            await relay.stop()
+
+    at_arrival, meanwhile, total = asyncio.run(scenario())
+    # At most the chunk under way is finished during the new burst's quiet period
+    # (400 entries in one go would all have been relayed within it).
+    assert meanwhile <= 8 * journal_module.RELAY_CHUNK_ROUNDS < 400, (at_arrival, meanwhile)
+    assert total == 401
