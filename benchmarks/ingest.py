@@ -88,9 +88,16 @@ def wait_port(port: int, timeout: float = 60) -> None:
     raise RuntimeError(f"nothing listens on port {port}")
 
 
-def wait_ready(health_port: int, timeout: float = 120) -> None:
+def wait_ready(health_port: int, timeout: float = 120,
+               process: subprocess.Popen[bytes] | None = None, log: Path | None = None) -> None:
+    """Until ``/readyz`` answers; a ``process`` that exits first is reported with the end
+    of its ``log``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            tail = log.read_text(errors="replace")[-2000:] if log and log.exists() else ""
+            raise RuntimeError(f"the SCP exited ({process.returncode}) before it was "
+                               f"ready: {tail}")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{health_port}/readyz", timeout=2):
                 return
@@ -148,12 +155,14 @@ def deployed(env: dict[str, str], processes: int) -> Receiver:
     def start(scratch: Path) -> tuple[int, str, Callable[[], None], Path | None]:
         port, health = free_port(), free_port()
         journal = scratch / "journal"
-        process = subprocess.Popen(
-            [sys.executable, "-m", "services.scp_ingest"],
-            env={**env, "SCP_PORT": str(port), "HEALTH_PORT": str(health),
-                 "SCP_SPOOL_DIR": str(journal), "SCP_PROCESSES": str(processes)},
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_ready(health)
+        log = scratch / "scp-ingest.log"
+        with log.open("wb") as output:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "services.scp_ingest"],
+                env={**env, "SCP_PORT": str(port), "HEALTH_PORT": str(health),
+                     "SCP_SPOOL_DIR": str(journal), "SCP_PROCESSES": str(processes)},
+                stdout=subprocess.DEVNULL, stderr=output)
+        wait_ready(health, process=process, log=log)
         return port, "ANONSCP", lambda: terminate(process), journal
 
     return Receiver(f"scp-ingest deployed ({processes} process{'es' if processes > 1 else ''})",
@@ -166,13 +175,17 @@ def embedded(processes: int) -> Receiver:
         data = scratch / "data"
         env = {k: v for k, v in os.environ.items()
                if k not in ("DATABASE_URL", "AMQP_URL", "S3_ENDPOINT")}
-        process = subprocess.Popen(
-            [str(Path(sys.executable).with_name("anon")), "serve", "--data-dir", str(data)],
-            env={**env, "SCP_PORT": str(port), "API_PORT": str(api), "HEALTH_PORT": str(api),
-                 "SCP_HOST": "127.0.0.1", "API_HOST": "127.0.0.1", "HEALTH_HOST": "127.0.0.1",
-                 "LOG_LEVEL": "WARNING", "SCP_PROCESSES": str(processes)},
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_ready(api, timeout=180)
+        log = scratch / "anon-serve.log"
+        with log.open("wb") as output:
+            process = subprocess.Popen(
+                [str(Path(sys.executable).with_name("anon")), "serve", "--data-dir",
+                 str(data)],
+                env={**env, "SCP_PORT": str(port), "API_PORT": str(api),
+                     "HEALTH_PORT": str(api), "SCP_HOST": "127.0.0.1", "API_HOST": "127.0.0.1",
+                     "HEALTH_HOST": "127.0.0.1", "LOG_LEVEL": "WARNING",
+                     "SCP_PROCESSES": str(processes)},
+                stdout=subprocess.DEVNULL, stderr=output)
+        wait_ready(api, timeout=180, process=process, log=log)
         return port, "ANONSCP", lambda: terminate(process), data / "scp-journal"
 
     return Receiver(f"anon serve ({processes} process{'es' if processes > 1 else ''})", start)

@@ -58,12 +58,31 @@ SENDERS = 4
 LOCAL_DB = "postgresql://postgres@127.0.0.1:5432/test"
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
+    """A TCP port on 127.0.0.1 free now and not handed out before by this process, drawn
+    below the kernel's ephemeral range (where outgoing connections take theirs, so none
+    takes it before the server that was given it binds it)."""
+    import random
     import socket
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    try:
+        top = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        top = 32768
+    while True:
+        port = random.randrange(20000, top) if top > 21000 else 0
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            port = int(sock.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def send(folder: Path, port: int, aet: str) -> float:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -58,14 +59,29 @@ class S3StoreFixture:
 _HANDED_OUT: set[int] = set()
 
 
+def _ephemeral_ports_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now and that this process has
-    not handed out before: a port given to a service that has not bound it yet looks free
-    to the kernel, which may offer it again (an SCP and its health server once got one)."""
+    """A TCP port on 127.0.0.1 that nothing holds right now and that this process has not
+    handed out before: a port given to a service that has not bound it yet looks free to
+    the kernel, which may offer it again (an SCP and its health server once got one). It
+    is drawn below the kernel's ephemeral range, where the outgoing connections of
+    everything else running (tests in other processes among them) take their ports: a
+    port from that range could be taken by one of them before the service binds it."""
+    top = _ephemeral_ports_start()
     while True:
+        port = random.randrange(20000, top) if top > 21000 else 0
         with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port: int = probe.getsockname()[1]
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            port = probe.getsockname()[1]
         if port not in _HANDED_OUT:
             _HANDED_OUT.add(port)
             return port
