@@ -10,6 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
+import subprocess
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +30,41 @@ LOCAL_SERVER = "postgresql://postgres@127.0.0.1:5432/test"
 # would outlive the test's temporary folder); tests/integration/test_embedded_database.py
 # covers lingering.
 os.environ.setdefault("EMBEDDED_DATABASE_LINGER_SECONDS", "0")
+
+
+def pytest_report_header() -> list[str]:
+    """What the machine gives the tests, at the head of the run: a full temporary volume, a
+    PostgreSQL out of connections or a RabbitMQ that blocks publishers (a resource alarm)
+    make many unrelated tests fail or wait, and this says which it was."""
+    lines = []
+    free = shutil.disk_usage(tempfile.gettempdir()).free
+    lines.append(f"free space in {tempfile.gettempdir()}: {free / (1 << 30):.1f} GiB")
+    url = os.environ.get("TEST_DATABASE_URL") or LOCAL_SERVER
+
+    async def connections() -> str:
+        connection = await asyncpg.connect(url, timeout=3)
+        try:
+            used = await connection.fetchval("SELECT count(*) FROM pg_stat_activity")
+            limit = await connection.fetchval("SHOW max_connections")
+        finally:
+            await connection.close()
+        return f"{used} of {limit}"
+
+    try:
+        lines.append(f"PostgreSQL connections in use: {asyncio.run(connections())}")
+    except (TimeoutError, OSError, asyncpg.PostgresError) as error:
+        lines.append(f"PostgreSQL does not answer: {type(error).__name__}")
+    if shutil.which("rabbitmq-diagnostics"):
+        try:
+            alarms = subprocess.run(["rabbitmq-diagnostics", "-q", "alarms"],
+                                    capture_output=True, text=True, timeout=60, check=False)
+            said = " ".join(alarms.stdout.split())
+            if alarms.returncode != 0:
+                said = f"not read (rabbitmq-diagnostics exited {alarms.returncode})"
+            lines.append(f"RabbitMQ: {said}")
+        except subprocess.TimeoutExpired:
+            lines.append("RabbitMQ alarms: not read in 60 s")
+    return lines
 
 
 def _answers(url: str) -> bool:

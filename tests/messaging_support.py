@@ -59,7 +59,8 @@ def where(url: str) -> str:
     return f"{parts.hostname}:{parts.port or 5672}"
 
 
-async def _problem(url: str) -> str | None:
+async def amqp_problem(url: str) -> str | None:
+    """None if RabbitMQ at ``url`` takes a connection within 5 s, else the error's class."""
     try:
         connection = await aio_pika.connect(url, timeout=5)
     except Exception as exc:
@@ -72,7 +73,7 @@ async def _problem(url: str) -> str | None:
 def amqp_url_fixture() -> str:
     """URL of the test RabbitMQ; fails the requesting tests if it does not answer."""
     url = os.environ.get("TEST_AMQP_URL") or DEFAULT_AMQP_URL
-    problem = asyncio.run(_problem(url))
+    problem = asyncio.run(amqp_problem(url))
     if problem is not None:
         pytest.fail(
             f"RabbitMQ at {where(url)} does not answer ({problem}); start it or point "

@@ -27,7 +27,8 @@ import pytest
 from shared.messaging import RabbitBroker
 from shared.messaging.topology import Topology
 from shared.storage import Buckets, S3Store
-from tests.s3_server import S3Endpoint, free_port
+from tests.messaging_support import amqp_problem
+from tests.s3_server import S3Endpoint, S3Server, free_port
 from tests.s3_server import _remove_buckets as remove_buckets
 
 STORESCU = Path("/usr/bin/storescu")
@@ -217,9 +218,16 @@ class Pipeline:
 
 @pytest.fixture
 def pipeline(
-    tmp_path: Path, database_url: str, amqp_url: str, s3_endpoint: S3Endpoint
+    tmp_path: Path, database_url: str, amqp_url: str, s3_server: S3Server,
+    s3_endpoint: S3Endpoint,
 ) -> Iterator[Pipeline]:
-    """An isolated deployment; its processes, queues and buckets are removed afterwards."""
+    """An isolated deployment; its processes, queues and buckets are removed afterwards.
+    The shared servers are checked first: a test whose RabbitMQ or S3 server does not
+    answer fails at once, saying which, instead of waiting for services that cannot start."""
+    problem = asyncio.run(amqp_problem(amqp_url))
+    if problem is not None:
+        pytest.fail(f"RabbitMQ does not answer ({problem})", pytrace=False)
+    s3_server.ensure_answering()
     tag = uuid.uuid4().hex[:8]
     buckets = Buckets(f"in-{tag}", f"deid-{tag}", f"quar-{tag}", f"exp-{tag}")
     running = Pipeline(tmp_path, database_url, amqp_url, s3_endpoint, f"t{tag}-", buckets,

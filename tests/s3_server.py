@@ -97,7 +97,7 @@ def _port_is_free(port: int) -> bool:
         return True
 
 
-class _Server:
+class S3Server:
     """A test S3 server; embedded ones can be stopped and started again."""
 
     controllable = False
@@ -123,11 +123,24 @@ class _Server:
         if not self.running:
             self.start()
 
+    def ensure_answering(self) -> None:
+        """Fail the calling test at once if the server does not answer; an embedded one is
+        started again first (a server that died would otherwise cost every later test the
+        full wait of each service it starts)."""
+        self.ensure_running()
+        problem = _answers(self.endpoint)
+        if problem and self.controllable:
+            self.stop()
+            self.start()
+            problem = _answers(self.endpoint)
+        if problem:
+            pytest.fail(f"the test S3 server does not answer ({problem})", pytrace=False)
+
     def shutdown(self) -> None:
         """End of session: stop an embedded server for good."""
 
 
-class _MotoServer(_Server):
+class _MotoServer(S3Server):
     controllable = True
     kind = "moto"
 
@@ -160,7 +173,7 @@ class _MotoServer(_Server):
         self.stop()
 
 
-class _MinioServer(_Server):
+class _MinioServer(S3Server):
     controllable = True
     kind = "minio"
 
@@ -230,12 +243,12 @@ class _MinioServer(_Server):
         self.stop()
 
 
-def _external() -> _Server | None:
+def _external() -> S3Server | None:
     endpoint = os.environ.get("TEST_S3_ENDPOINT")
     if not endpoint:
         return None
     secure = os.environ.get("TEST_S3_SECURE", "").lower() in ("1", "true", "yes")
-    return _Server(
+    return S3Server(
         S3Endpoint(
             endpoint,
             os.environ.get("TEST_S3_ACCESS_KEY", ""),
@@ -264,7 +277,7 @@ def _answers(endpoint: S3Endpoint) -> str | None:
     return None
 
 
-def _embedded(tmp_path_factory: pytest.TempPathFactory) -> _Server:
+def _embedded(tmp_path_factory: pytest.TempPathFactory) -> S3Server:
     """A ``minio server`` if the binary is on PATH, else moto's threaded server."""
     binary = shutil.which("minio")
     if binary:
@@ -273,7 +286,7 @@ def _embedded(tmp_path_factory: pytest.TempPathFactory) -> _Server:
 
 
 @pytest.fixture(scope="session")
-def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Server]:
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     """The session's S3 server (external, minio binary, or embedded moto)."""
     server = _external()
     if server is not None:
@@ -289,7 +302,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Server]:
 
 
 @pytest.fixture(scope="session")
-def s3_endpoint(s3_server: _Server) -> S3Endpoint:
+def s3_endpoint(s3_server: S3Server) -> S3Endpoint:
     """Address and credentials of the session's S3 server."""
     return s3_server.endpoint
 
@@ -297,7 +310,7 @@ def s3_endpoint(s3_server: _Server) -> S3Endpoint:
 class S3Control:
     """Stops and restarts the embedded S3 server on the same port (data is kept)."""
 
-    def __init__(self, server: _Server) -> None:
+    def __init__(self, server: S3Server) -> None:
         self._server = server
 
     @property
@@ -315,7 +328,7 @@ class S3Control:
 
 
 @pytest.fixture
-def s3_control(s3_server: _Server) -> Iterator[S3Control]:
+def s3_control(s3_server: S3Server) -> Iterator[S3Control]:
     """Stop/start the S3 server; fails the test at once if the server is external."""
     if not s3_server.controllable:
         s3_server.stop()  # an external server: fails the test with the explanation
@@ -340,7 +353,7 @@ def _remove_buckets(endpoint: S3Endpoint, names: list[str]) -> None:
 
 
 @pytest.fixture
-def s3_store(s3_server: _Server) -> Iterator[S3StoreFixture]:
+def s3_store(s3_server: S3Server) -> Iterator[S3StoreFixture]:
     """A fresh :class:`S3Store` with buckets unique to the test, removed afterwards."""
     endpoint = s3_server.endpoint
     suffix = uuid.uuid4().hex[:8]
