@@ -27,12 +27,12 @@ log = logging.getLogger("scp-ingest")
 
 
 def scp_options(settings: Settings) -> ScpOptions:
-    """The SCP's admission limits and timeouts from the settings (with receiver processes,
-    each takes its share of the association limit)."""
+    """The SCP's admission limits and timeouts from the settings (the association limit
+    holds for the receiver processes together: :class:`~services.scp_ingest.scp.Places`)."""
     return ScpOptions(
         allowed_aets=settings.allowed_aets,
         allowed_hosts=settings.allowed_hosts,
-        max_associations=max(1, -(-settings.scp_max_associations // settings.scp_processes)),
+        max_associations=settings.scp_max_associations,
         max_pdu_size=settings.scp_max_pdu_size,
         acse_timeout=settings.scp_acse_timeout,
         dimse_timeout=settings.scp_dimse_timeout,

@@ -34,7 +34,7 @@ LIMITS = [
      "it, and when the volume fills during a write, C-STOREs are answered A700 and "
      "nothing of the object is kept"),
     ("scp_processes", "receiver processes accepting on the one port (the one holding "
-     "fewest connections first); each admits its share of `SCP_MAX_ASSOCIATIONS`"),
+     "fewest connections first); `SCP_MAX_ASSOCIATIONS` holds for them together"),
     ("max_object_bytes", "bytes: the largest object accepted; a larger one is refused "
      "unread (C000); one growing beyond it by more than 1 % and 1 MiB while it is received "
      "is cut off (the association is aborted) and nothing of it is kept"),

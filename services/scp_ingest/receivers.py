@@ -21,6 +21,7 @@ import signal
 import socket
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
+from typing import Any
 
 from shared.config import Settings
 from shared.observability.logging import configure_logging, log_fields
@@ -66,24 +67,25 @@ def listening_sockets(host: str, port: int) -> list[socket.socket]:
 
 
 def receiver_main(settings: Settings, slot: int, sockets: list[socket.socket],
-                  processes: int, ready: Connection) -> None:
-    """The body of one receiver process."""
+                  processes: int, counts: Any, ready: Connection) -> None:
+    """The body of one receiver process; ``counts`` are the places every receiver holds
+    (:class:`~services.scp_ingest.scp.Places`)."""
     _die_with_parent()
     configure_logging(f"scp-ingest-receiver-{slot}", settings.log_level)
     from shared.runtime import run_loop
 
-    run_loop(_receive(settings, sockets, processes, ready))
+    run_loop(_receive(settings, slot, sockets, processes, counts, ready))
 
 
-async def _receive(settings: Settings, sockets: list[socket.socket], processes: int,
-                   ready: Connection) -> None:
+async def _receive(settings: Settings, slot: int, sockets: list[socket.socket],
+                   processes: int, counts: Any, ready: Connection) -> None:
     from services.scp_ingest.app import open_journal, scp_options
-    from services.scp_ingest.scp import StorageSCP
+    from services.scp_ingest.scp import Places, StorageSCP
     from shared.runtime import wait_for_signal
 
     journal = open_journal(settings)
     options = scp_options(settings)
-    scp = StorageSCP(journal, settings.scp_ae_title, options)
+    scp = StorageSCP(journal, settings.scp_ae_title, options, Places(counts, slot))
     scp.share(sockets, processes)
     ready.send(scp.port)
     ready.close()
@@ -99,6 +101,8 @@ class ReceiverProcesses:
         self.count = count
         self._context = multiprocessing.get_context("spawn")
         self._processes: dict[int, BaseProcess] = {}
+        # Connections and associations open in each receiver: two integers per slot.
+        self._counts = self._context.Array("i", 2 * count)
         self._watching: asyncio.Task[None] | None = None
         self._stopping = False
         self.port = settings.scp_port
@@ -112,9 +116,11 @@ class ReceiverProcesses:
 
     async def _start(self, slot: int) -> None:
         receiving, sending = self._context.Pipe(duplex=False)
+        with self._counts.get_lock():  # a receiver started again holds nothing yet
+            self._counts[2 * slot] = self._counts[2 * slot + 1] = 0
         process = self._context.Process(
             target=receiver_main,
-            args=(self.settings, slot, self._sockets, self.count, sending),
+            args=(self.settings, slot, self._sockets, self.count, self._counts, sending),
             name=f"scp-receiver-{slot}", daemon=True)
         process.start()
         sending.close()

@@ -23,6 +23,7 @@ import ipaddress
 import logging
 import socket
 from dataclasses import dataclass, field
+from typing import Any
 
 from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
@@ -109,11 +110,56 @@ def storage_contexts() -> list[tuple[str, list[str]]]:
 
 
 
-class StorageSCP:
-    """A Storage SCP writing what it receives into ``journal``."""
+CONNECTIONS, ASSOCIATIONS = 0, 1
 
-    def __init__(self, journal: Journal, ae_title: str, options: ScpOptions | None = None
-                 ) -> None:
+
+class Places:
+    """The connections and associations open, counted against their limits for every
+    receiver process on the port together. ``counts`` is an array of two integers per
+    receiver, in shared memory with its lock (``multiprocessing.Array``), and ``slot`` is
+    this receiver's: each process writes its own pair and reads the sum under the lock, so
+    a limit holds whichever process a connection reaches, and a receiver started again in
+    a slot (its pair set back to zero) is not charged for the places of the one that died.
+    Without ``counts``, this process's own."""
+
+    def __init__(self, counts: Any = None, slot: int = 0) -> None:
+        self._counts = counts
+        self._slot = slot
+        self._own = [0, 0]
+
+    def take(self, kind: int, limit: int) -> bool:
+        """A place of ``kind`` if fewer than ``limit`` are taken, all receivers counted."""
+        if self._counts is None:
+            taken = self._own[kind]
+        else:
+            with self._counts.get_lock():
+                counts = self._counts.get_obj()
+                taken = sum(counts[kind::2])
+                if taken < limit:
+                    counts[2 * self._slot + kind] += 1
+        if taken >= limit:
+            return False
+        self._own[kind] += 1
+        return True
+
+    def give_back(self, kind: int) -> None:
+        self._own[kind] -= 1
+        if self._counts is not None:
+            with self._counts.get_lock():
+                self._counts.get_obj()[2 * self._slot + kind] -= 1
+
+    def held(self, kind: int) -> int:
+        """Places of ``kind`` this process holds."""
+        return self._own[kind]
+
+
+class StorageSCP:
+    """A Storage SCP writing what it receives into ``journal``; ``places`` counts its
+    connections and associations against the limits (with those of the other receiver
+    processes when it is shared)."""
+
+    def __init__(self, journal: Journal, ae_title: str, options: ScpOptions | None = None,
+                 places: Places | None = None) -> None:
         self.options = options = options or ScpOptions()
         self.journal = journal
         self.ae_title = ae_title
@@ -128,7 +174,7 @@ class StorageSCP:
         self._deferred: set[socket.socket] = set()
         self._accepting: set[asyncio.Task[None]] = set()
         self._sharing_processes = 1
-        self.associations = 0
+        self.places = places or Places()
         self._stopping = False
 
     def share(self, sockets: list[socket.socket], processes: int) -> None:
@@ -207,6 +253,7 @@ class StorageSCP:
             await self.acceptor.serve(reader, writer)
         finally:
             self._connections.discard(task)
+            self.places.give_back(CONNECTIONS)
 
     def _admit(self, host: str) -> bool:
         if self._stopping:
@@ -217,7 +264,7 @@ class StorageSCP:
             return False
         # One connection beyond the limit gets its A-ASSOCIATE-RJ (local limit exceeded);
         # connections beyond that are closed before a PDU is read.
-        if len(self._connections) > self.options.max_associations:
+        if not self.places.take(CONNECTIONS, self.options.max_associations + 1):
             RECEIVE_FAILURES.labels(reason="too-many-associations").inc()
             log.warning("connection refused: too many associations",
                         extra=log_fields(host=host, limit=self.options.max_associations))
@@ -229,15 +276,19 @@ class StorageSCP:
     def accept_calling_ae(self, calling_ae: str) -> bool:
         return not self.allowed_aets or calling_ae in self.allowed_aets
 
+    @property
+    def associations(self) -> int:
+        """Associations open in this process."""
+        return self.places.held(ASSOCIATIONS)
+
     def admit_association(self) -> bool:
-        if self.associations >= self.options.max_associations:
+        if not self.places.take(ASSOCIATIONS, self.options.max_associations):
             return False
-        self.associations += 1
         self.journal.associations = self.associations
         return True
 
     def release_association(self) -> None:
-        self.associations -= 1
+        self.places.give_back(ASSOCIATIONS)
         self.journal.associations = self.associations
 
     def begin_store(self, association: Association, command: Command,

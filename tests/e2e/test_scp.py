@@ -501,6 +501,30 @@ def test_more_than_max_associations_are_refused(pipeline: Pipeline) -> None:
     again.release()
 
 
+def test_the_association_limit_holds_for_the_receiver_processes_together(
+    pipeline: Pipeline
+) -> None:
+    pipeline.start("scp_ingest", SCP_PROCESSES="2", SCP_MAX_ASSOCIATIONS="3")
+    held = [associate(pipeline) for _ in range(3)]
+    try:
+        assert all(a.is_established for a in held)  # two in one receiver, one in the other
+        fourth = associate(pipeline)
+        assert fourth.is_rejected and not fourth.is_established
+        rejection = fourth.acceptor.primitive
+        assert rejection is not None
+        assert (rejection.result, rejection.result_source, rejection.diagnostic) == (2, 3, 2)
+        held.pop(0).release()
+        time.sleep(0.5)
+        again = associate(pipeline)  # the place given back, in whichever receiver
+        held.append(again)
+        assert again.is_established
+        assert again.send_c_echo().Status == 0
+    finally:
+        for assoc in held:
+            if assoc.is_established:
+                assoc.release()
+
+
 def test_the_maximum_pdu_size_is_announced_and_enforced(
     tmp_path: Path, pipeline: Pipeline
 ) -> None:

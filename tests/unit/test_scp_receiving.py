@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import multiprocessing
 import os
 import socket
 import threading
@@ -15,7 +16,25 @@ import pytest
 from services.scp_ingest import journal as journal_module
 from services.scp_ingest.journal import WRITEBACK_STEP, Journal, JournalSink, Relay
 from services.scp_ingest.receivers import listening_sockets
-from services.scp_ingest.scp import ScpOptions, StorageSCP
+from services.scp_ingest.scp import ASSOCIATIONS, CONNECTIONS, Places, ScpOptions, StorageSCP
+
+
+def test_places_hold_a_limit_for_every_receiver_together() -> None:
+    counts = multiprocessing.get_context("spawn").Array("i", 4)
+    first, second = Places(counts, 0), Places(counts, 1)
+    assert [first.take(ASSOCIATIONS, 3), first.take(ASSOCIATIONS, 3),
+            second.take(ASSOCIATIONS, 3)] == [True, True, True]
+    assert not second.take(ASSOCIATIONS, 3) and not first.take(ASSOCIATIONS, 3)
+    assert second.take(CONNECTIONS, 1)  # each kind has its own count
+    assert (first.held(ASSOCIATIONS), second.held(ASSOCIATIONS)) == (2, 1)
+    first.give_back(ASSOCIATIONS)
+    assert second.take(ASSOCIATIONS, 3) and not first.take(ASSOCIATIONS, 3)
+    assert list(counts) == [0, 1, 1, 2]
+    # A receiver started again in slot 1: its pair is set back to zero.
+    counts[2] = counts[3] = 0
+    assert first.take(ASSOCIATIONS, 3)
+    alone = Places()  # one process on its own: only its own places count
+    assert alone.take(ASSOCIATIONS, 1) and not alone.take(ASSOCIATIONS, 1)
 
 
 def test_listening_sockets_share_one_port_for_every_address() -> None:
