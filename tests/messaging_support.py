@@ -83,7 +83,8 @@ def amqp_url_fixture() -> str:
     return url
 
 
-async def _delete_topology(url: str, topology: Topology) -> None:
+async def delete_topology(url: str, topology: Topology) -> None:
+    """Delete every queue and exchange of ``topology`` (declared with its arguments first)."""
     broker = RabbitBroker(url, topology)
     await broker.connect()
     try:
@@ -103,7 +104,7 @@ def rabbit_topology_fixture() -> Topology:
 def rabbit_broker_fixture(amqp_url: str, rabbit_topology: Topology) -> Iterator[RabbitBroker]:
     """An unconnected RabbitBroker on the test's topology; the topology is deleted afterwards."""
     yield make_rabbit_broker(amqp_url, rabbit_topology, "consumer")
-    asyncio.run(_delete_topology(amqp_url, rabbit_topology))
+    asyncio.run(delete_topology(amqp_url, rabbit_topology))
 
 
 def make_rabbit_broker(

@@ -7,6 +7,7 @@ the tests that change it (tokens, configuration, the fuzzing at the end) leave i
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import subprocess
@@ -21,10 +22,13 @@ from typing import Any
 import openpyxl
 import pytest
 
+from shared.config import Settings
+from shared.runtime import topology_from
 from tests import synth
 from tests.api_support import Answer, Api, check_answer, multipart
 from tests.conftest import fresh_database
 from tests.e2e.test_retrieve import SCP_AET, STUDIES, System, start_system, study_files
+from tests.messaging_support import delete_topology
 from tests.orthanc import Orthanc, orthanc_available
 from tests.s3_server import S3Endpoint, free_port
 
@@ -531,6 +535,12 @@ def test_the_index_api_runs_as_its_own_service(
     finally:
         process.terminate()
         process.wait(timeout=20)
+        # The queues the service declared, with its settings (they must match to be deleted).
+        with pytest.MonkeyPatch.context() as patch:
+            for name, value in env.items():
+                patch.setenv(name, value)
+            topology = topology_from(Settings())
+        asyncio.run(delete_topology(amqp_url, topology))
 
 
 def test_schemathesis_finds_no_server_error_and_no_answer_outside_the_document(
