@@ -63,7 +63,7 @@ def pytest_report_header() -> list[str]:
                 said = f"not read (rabbitmq-diagnostics exited {alarms.returncode})"
             lines.append(f"RabbitMQ: {said}")
         except subprocess.TimeoutExpired:
-            lines.append("RabbitMQ alarms: not read in 60 s")
+            lines.append("RabbitMQ: alarms not read in 60 s")
     return lines
 
 

@@ -23,6 +23,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from services.scp_ingest.scp import Places
 from shared.config import Settings
 from shared.observability.logging import configure_logging, log_fields
 
@@ -80,7 +81,7 @@ def receiver_main(settings: Settings, slot: int, sockets: list[socket.socket],
 async def _receive(settings: Settings, slot: int, sockets: list[socket.socket],
                    processes: int, counts: Any, ready: Connection) -> None:
     from services.scp_ingest.app import open_journal, scp_options
-    from services.scp_ingest.scp import Places, StorageSCP
+    from services.scp_ingest.scp import StorageSCP
     from shared.runtime import wait_for_signal
 
     journal = open_journal(settings)
@@ -101,8 +102,8 @@ class ReceiverProcesses:
         self.count = count
         self._context = multiprocessing.get_context("spawn")
         self._processes: dict[int, BaseProcess] = {}
-        # Connections and associations open in each receiver: two integers per slot.
-        self._counts = self._context.Array("i", 2 * count)
+        # Connections and associations open in each receiver (scp.Places).
+        self._counts = Places.shared_counts(self._context, count)
         self._watching: asyncio.Task[None] | None = None
         self._stopping = False
         self.port = settings.scp_port
@@ -116,8 +117,7 @@ class ReceiverProcesses:
 
     async def _start(self, slot: int) -> None:
         receiving, sending = self._context.Pipe(duplex=False)
-        with self._counts.get_lock():  # a receiver started again holds nothing yet
-            self._counts[2 * slot] = self._counts[2 * slot + 1] = 0
+        Places.clear(self._counts, slot)  # a receiver started again holds nothing yet
         process = self._context.Process(
             target=receiver_main,
             args=(self.settings, slot, self._sockets, self.count, self._counts, sending),

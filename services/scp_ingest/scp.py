@@ -127,6 +127,18 @@ class Places:
         self._slot = slot
         self._own = [0, 0]
 
+    @staticmethod
+    def shared_counts(context: Any, processes: int) -> Any:
+        """The ``counts`` of ``processes`` receivers, all zero, from a multiprocessing
+        context (to be handed to each receiver process)."""
+        return context.Array("i", 2 * processes)
+
+    @staticmethod
+    def clear(counts: Any, slot: int) -> None:
+        """Set ``slot``'s places back to zero: its receiver is started (again)."""
+        with counts.get_lock():
+            counts[2 * slot] = counts[2 * slot + 1] = 0
+
     def take(self, kind: int, limit: int) -> bool:
         """A place of ``kind`` if fewer than ``limit`` are taken, all receivers counted."""
         if self._counts is None:

@@ -20,7 +20,7 @@ from services.scp_ingest.scp import ASSOCIATIONS, CONNECTIONS, Places, ScpOption
 
 
 def test_places_hold_a_limit_for_every_receiver_together() -> None:
-    counts = multiprocessing.get_context("spawn").Array("i", 4)
+    counts = Places.shared_counts(multiprocessing.get_context("spawn"), 2)
     first, second = Places(counts, 0), Places(counts, 1)
     assert [first.take(ASSOCIATIONS, 3), first.take(ASSOCIATIONS, 3),
             second.take(ASSOCIATIONS, 3)] == [True, True, True]
@@ -31,7 +31,7 @@ def test_places_hold_a_limit_for_every_receiver_together() -> None:
     assert second.take(ASSOCIATIONS, 3) and not first.take(ASSOCIATIONS, 3)
     assert list(counts) == [0, 1, 1, 2]
     # A receiver started again in slot 1: its pair is set back to zero.
-    counts[2] = counts[3] = 0
+    Places.clear(counts, 1)
     assert first.take(ASSOCIATIONS, 3)
     alone = Places()  # one process on its own: only its own places count
     assert alone.take(ASSOCIATIONS, 1) and not alone.take(ASSOCIATIONS, 1)
